@@ -1,0 +1,313 @@
+// CDirectIO: the C shim under DirectIO.
+//
+// It holds only what Swift cannot express itself:
+//  - the io_uring and statx system calls (glibc has no wrappers, and the variadic syscall()
+//    cannot be called from Swift);
+//  - mirrors of the kernel structs DirectIO shares with the kernel, flattened so that Swift can
+//    fill every field (the kernel's anonymous unions import poorly), each checked by size and,
+//    where the installed header has the struct, against it;
+//  - constants that older kernel headers (Debian 12 ships 6.1) lack, guarded by #ifndef, and
+//    macros Swift cannot import (O_DIRECT needs _GNU_SOURCE, ioctl numbers, MAP_FAILED);
+//  - acquire/release accessors for the ring indices shared with the kernel.
+// Every symbol carries the dio_ / DIO_ prefix.
+#ifndef CDIRECTIO_H
+#define CDIRECTIO_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <errno.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
+#include <sys/resource.h>
+#include <linux/fs.h>
+#include <linux/io_uring.h>
+#include <linux/stat.h>
+
+// MARK: - System call numbers (x86_64 and aarch64 agree; both are in every libc since 5.1 headers)
+#ifndef __NR_io_uring_setup
+#define __NR_io_uring_setup 425
+#endif
+#ifndef __NR_io_uring_enter
+#define __NR_io_uring_enter 426
+#endif
+#ifndef __NR_io_uring_register
+#define __NR_io_uring_register 427
+#endif
+
+// MARK: - io_uring constants newer than the oldest supported headers (values from
+// include/uapi/linux/io_uring.h of Linux 6.18).
+#ifndef IORING_SETUP_CQSIZE
+#define IORING_SETUP_CQSIZE (1U << 3)
+#endif
+#ifndef IORING_SETUP_CLAMP
+#define IORING_SETUP_CLAMP (1U << 4)
+#endif
+#ifndef IORING_SETUP_SUBMIT_ALL
+#define IORING_SETUP_SUBMIT_ALL (1U << 7)
+#endif
+#ifndef IORING_SETUP_COOP_TASKRUN
+#define IORING_SETUP_COOP_TASKRUN (1U << 8)
+#endif
+#ifndef IORING_SETUP_SINGLE_ISSUER
+#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
+#endif
+#ifndef IORING_SETUP_DEFER_TASKRUN
+#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
+#endif
+#ifndef IORING_FEAT_SINGLE_MMAP
+#define IORING_FEAT_SINGLE_MMAP (1U << 0)
+#endif
+#ifndef IORING_FEAT_NODROP
+#define IORING_FEAT_NODROP (1U << 1)
+#endif
+#ifndef IORING_FEAT_EXT_ARG
+#define IORING_FEAT_EXT_ARG (1U << 8)
+#endif
+#ifndef IORING_ENTER_GETEVENTS
+#define IORING_ENTER_GETEVENTS (1U << 0)
+#endif
+#ifndef IORING_SQ_CQ_OVERFLOW
+#define IORING_SQ_CQ_OVERFLOW (1U << 1)
+#endif
+#ifndef IORING_SQ_TASKRUN
+#define IORING_SQ_TASKRUN (1U << 2)
+#endif
+#ifndef IORING_FSYNC_DATASYNC
+#define IORING_FSYNC_DATASYNC (1U << 0)
+#endif
+#ifndef IORING_RSRC_REGISTER_SPARSE
+#define IORING_RSRC_REGISTER_SPARSE (1U << 0)
+#endif
+#ifndef IO_URING_OP_SUPPORTED
+#define IO_URING_OP_SUPPORTED (1U << 0)
+#endif
+#ifndef IORING_ASYNC_CANCEL_ALL
+#define IORING_ASYNC_CANCEL_ALL (1U << 0)
+#endif
+
+// Offsets for mmap of the rings (stable since 5.1).
+static const uint64_t DIO_IORING_OFF_SQ_RING = 0ULL;
+static const uint64_t DIO_IORING_OFF_CQ_RING = 0x8000000ULL;
+static const uint64_t DIO_IORING_OFF_SQES = 0x10000000ULL;
+
+// MARK: - statx constants newer than the oldest supported headers (include/uapi/linux/stat.h).
+#ifndef STATX_DIOALIGN
+#define STATX_DIOALIGN 0x00002000U /* Linux 6.1 */
+#endif
+#ifndef STATX_MNT_ID
+#define STATX_MNT_ID 0x00001000U
+#endif
+#ifndef STATX_DIO_READ_ALIGN
+#define STATX_DIO_READ_ALIGN 0x00020000U /* Linux 6.14 */
+#endif
+#ifndef AT_EMPTY_PATH
+#define AT_EMPTY_PATH 0x1000
+#endif
+#ifndef AT_STATX_SYNC_AS_STAT
+#define AT_STATX_SYNC_AS_STAT 0x0000
+#endif
+
+// MARK: - Macros Swift cannot import (they need _GNU_SOURCE or are built from _IO* macros).
+static const int DIO_O_DIRECT = 040000;      // asm-generic/fcntl.h; x86_64 and aarch64 agree
+static const int DIO_O_TMPFILE = 020200000;  // __O_TMPFILE | O_DIRECTORY
+static const int DIO_FALLOC_FL_KEEP_SIZE = 0x01;
+static const int DIO_MAP_HUGETLB = 0x40000;
+static const int DIO_MADV_DONTFORK = 10;
+static const int DIO_MADV_HUGEPAGE = 14;
+static const unsigned long DIO_BLKSSZGET = BLKSSZGET;
+static const unsigned long DIO_BLKPBSZGET = BLKPBSZGET;
+static const unsigned long DIO_BLKGETSIZE64 = BLKGETSIZE64;
+
+static const int DIO_RLIMIT_MEMLOCK = RLIMIT_MEMLOCK;
+
+static inline void *dio_map_failed(void) { return MAP_FAILED; }
+static inline int dio_errno(void) { return errno; }
+static inline void dio_set_errno(int value) { errno = value; }
+
+// MARK: - Mirrored kernel structs
+
+// struct io_uring_sqe, flattened: the kernel's unions are named here by the member DirectIO
+// uses for each opcode (addr2 = off, op_flags = rw_flags/fsync_flags/cancel_flags, ...).
+struct dio_sqe {
+    uint8_t opcode;
+    uint8_t flags;
+    uint16_t ioprio;
+    int32_t fd;
+    uint64_t off;        // union { off, addr2 }
+    uint64_t addr;       // union { addr, splice_off_in }
+    uint32_t len;
+    uint32_t op_flags;   // union { rw_flags, fsync_flags, cancel_flags, ... }
+    uint64_t user_data;
+    uint16_t buf_index;  // union { buf_index, buf_group }
+    uint16_t personality;
+    int32_t file_index;  // union { splice_fd_in, file_index, addr_len }
+    uint64_t addr3;
+    uint64_t pad2;
+};
+
+// struct io_uring_cqe (without the CQE32 extension, which DirectIO does not request).
+struct dio_cqe {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+};
+
+struct dio_sqring_offsets {
+    uint32_t head, tail, ring_mask, ring_entries, flags, dropped, array, resv1;
+    uint64_t user_addr;
+};
+
+struct dio_cqring_offsets {
+    uint32_t head, tail, ring_mask, ring_entries, overflow, cqes, flags, resv1;
+    uint64_t user_addr;
+};
+
+struct dio_uring_params {
+    uint32_t sq_entries;
+    uint32_t cq_entries;
+    uint32_t flags;
+    uint32_t sq_thread_cpu;
+    uint32_t sq_thread_idle;
+    uint32_t features;
+    uint32_t wq_fd;
+    uint32_t resv[3];
+    struct dio_sqring_offsets sq_off;
+    struct dio_cqring_offsets cq_off;
+};
+
+struct dio_probe_op {
+    uint8_t op;
+    uint8_t resv;
+    uint16_t flags;
+    uint32_t resv2;
+};
+
+// struct io_uring_probe with room for every opcode the kernel may report (ops_len <= 256).
+struct dio_probe {
+    uint8_t last_op;
+    uint8_t ops_len;
+    uint16_t resv;
+    uint32_t resv2[3];
+    struct dio_probe_op ops[256];
+};
+
+struct dio_rsrc_register {
+    uint32_t nr;
+    uint32_t flags;
+    uint64_t resv2;
+    uint64_t data;
+    uint64_t tags;
+};
+
+struct dio_rsrc_update2 {
+    uint32_t offset;
+    uint32_t resv;
+    uint64_t data;
+    uint64_t tags;
+    uint32_t nr;
+    uint32_t resv2;
+};
+
+struct dio_statx_timestamp {
+    int64_t tv_sec;
+    uint32_t tv_nsec;
+    int32_t reserved;
+};
+
+// struct statx as of Linux 6.16; older kernels leave the newer fields zero and clear their
+// mask bits, which is how DirectIO tells "absent" from "zero".
+struct dio_statx {
+    uint32_t stx_mask;
+    uint32_t stx_blksize;
+    uint64_t stx_attributes;
+    uint32_t stx_nlink;
+    uint32_t stx_uid;
+    uint32_t stx_gid;
+    uint16_t stx_mode;
+    uint16_t spare0;
+    uint64_t stx_ino;
+    uint64_t stx_size;
+    uint64_t stx_blocks;
+    uint64_t stx_attributes_mask;
+    struct dio_statx_timestamp stx_atime, stx_btime, stx_ctime, stx_mtime;
+    uint32_t stx_rdev_major;
+    uint32_t stx_rdev_minor;
+    uint32_t stx_dev_major;
+    uint32_t stx_dev_minor;
+    uint64_t stx_mnt_id;
+    uint32_t stx_dio_mem_align;
+    uint32_t stx_dio_offset_align;
+    uint64_t stx_subvol;
+    uint32_t stx_atomic_write_unit_min;
+    uint32_t stx_atomic_write_unit_max;
+    uint32_t stx_atomic_write_segments_max;
+    uint32_t stx_dio_read_offset_align;
+    uint32_t stx_atomic_write_unit_max_opt;
+    uint32_t spare2;
+    uint64_t spare3[8];
+};
+
+// MARK: - System calls. Each returns the raw result: -1 with errno set on failure.
+
+static inline int dio_io_uring_setup(uint32_t entries, struct dio_uring_params *params) {
+    return (int)syscall(__NR_io_uring_setup, entries, params);
+}
+
+static inline int dio_io_uring_enter(int fd, uint32_t to_submit, uint32_t min_complete,
+                                     uint32_t flags) {
+    return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, NULL, 0);
+}
+
+static inline int dio_io_uring_register(int fd, uint32_t opcode, const void *arg, uint32_t nr_args) {
+    return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
+}
+
+static inline int dio_statx(int dirfd, const char *path, int flags, uint32_t mask,
+                            struct dio_statx *out) {
+    return (int)syscall(SYS_statx, dirfd, path, flags, mask, out);
+}
+
+static inline int dio_fallocate(int fd, int mode, int64_t offset, int64_t length) {
+    return (int)syscall(SYS_fallocate, fd, mode, offset, length);
+}
+
+// fstatfs(2), reduced to the filesystem magic number (f_type), which is all DirectIO reads.
+static inline int dio_fstatfs_type(int fd, int64_t *type) {
+    struct statfs buf;
+    int result = fstatfs(fd, &buf);
+    if (result == 0) *type = (int64_t)buf.f_type;
+    return result;
+}
+
+static inline int dio_ioctl_ptr(int fd, unsigned long request, void *arg) {
+    return (int)syscall(SYS_ioctl, fd, request, arg);
+}
+
+static inline int dio_open(const char *path, int flags, unsigned int mode) {
+    return (int)syscall(SYS_openat, -100 /* AT_FDCWD */, path, flags, mode);
+}
+
+// MARK: - Ordering on indices shared with the kernel.
+// The kernel reads the SQ tail and writes the CQ tail concurrently with us: a load of an index
+// the kernel publishes must be an acquire (so the entries it covers are visible before we read
+// them) and a store of an index we publish must be a release (so the kernel sees the entries
+// we wrote before it sees the new index). See liburing src/include/liburing/barrier.h.
+
+static inline uint32_t dio_load_acquire(const uint32_t *p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline void dio_store_release(uint32_t *p, uint32_t v) {
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+static inline uint32_t dio_load_relaxed(const uint32_t *p) {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+int dio_shim_version(void);
+
+#endif

@@ -1,0 +1,70 @@
+import CDirectIO
+import Glibc
+import SystemPackage
+
+/// io_uring_register(2) calls: probing opcodes, the fixed-buffer table and the fixed-file table.
+extension IORing {
+    /// Which opcodes this kernel supports (IORING_REGISTER_PROBE, 5.6+).
+    func probe() throws(Errno) -> OpcodeSupport {
+        var probe = dio_probe()
+        _ = try Sys.ioUringRegister(fd, opcode: RegisterOpcode.registerProbe.rawValue, arg: &probe, count: 256)
+        var supported = Set<UInt8>()
+        withUnsafeBytes(of: &probe.ops) { raw in
+            let ops = raw.bindMemory(to: dio_probe_op.self)
+            for index in 0..<min(Int(probe.ops_len), ops.count) where ops[index].flags & UInt16(IO_URING_OP_SUPPORTED) != 0 {
+                supported.insert(ops[index].op)
+            }
+        }
+        return OpcodeSupport(lastOpcode: probe.last_op, supported: supported)
+    }
+
+    /// Registers an empty (sparse) fixed-buffer table of `count` slots
+    /// (IORING_REGISTER_BUFFERS2 with IORING_RSRC_REGISTER_SPARSE, 5.19+). Slots are filled and
+    /// emptied later with `updateBuffers`, without unregistering the rest.
+    func registerSparseBuffers(count: UInt32) throws(Errno) {
+        var request = dio_rsrc_register()
+        request.nr = count
+        request.flags = IORING_RSRC_REGISTER_SPARSE
+        _ = try Sys.ioUringRegister(
+            fd, opcode: RegisterOpcode.registerBuffers2.rawValue, arg: &request,
+            count: UInt32(MemoryLayout<dio_rsrc_register>.size))
+    }
+
+    /// Points slots `first ..< first + regions.count` of the fixed-buffer table at `regions`
+    /// (IORING_REGISTER_BUFFERS_UPDATE). The kernel pins the pages and charges them to
+    /// RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK; an empty region (nil, 0) clears a slot.
+    func updateBuffers(first: UInt32, regions: [iovec]) throws(Errno) {
+        try regions.withUnsafeBufferPointer { (vectors) throws(Errno) in
+            var update = dio_rsrc_update2()
+            update.offset = first
+            update.data = UInt64(UInt(bitPattern: vectors.baseAddress))
+            update.nr = UInt32(vectors.count)
+            _ = try Sys.ioUringRegister(
+                fd, opcode: RegisterOpcode.updateBuffers.rawValue, arg: &update,
+                count: UInt32(MemoryLayout<dio_rsrc_update2>.size))
+        }
+    }
+
+    /// Registers `fds` as the fixed-file table (IORING_REGISTER_FILES).
+    func registerFiles(_ fds: [Int32]) throws(Errno) {
+        try fds.withUnsafeBufferPointer { (table) throws(Errno) in
+            _ = try Sys.ioUringRegister(
+                fd, opcode: RegisterOpcode.registerFiles.rawValue, arg: table.baseAddress, count: UInt32(table.count))
+        }
+    }
+
+    /// Removes the fixed-file table.
+    func unregisterFiles() throws(Errno) {
+        _ = try Sys.ioUringRegister(fd, opcode: RegisterOpcode.unregisterFiles.rawValue, arg: nil, count: 0)
+    }
+}
+
+/// The opcodes a kernel reported as supported by IORING_REGISTER_PROBE.
+public struct OpcodeSupport: Sendable {
+    /// The highest opcode number this kernel knows.
+    public let lastOpcode: UInt8
+    let supported: Set<UInt8>
+
+    public func supports(_ opcode: Opcode) -> Bool { supported.contains(opcode.rawValue) }
+    public func supports(rawOpcode: UInt8) -> Bool { supported.contains(rawOpcode) }
+}

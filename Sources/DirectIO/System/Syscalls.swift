@@ -1,0 +1,161 @@
+import CDirectIO
+import Glibc
+import SystemPackage
+
+/// Every system call DirectIO makes, wrapped once.
+///
+/// Each wrapper returns the call's value or throws the `Errno` the call set; nothing above this
+/// file reads `errno`. Calls that may be interrupted by a signal without side effects are retried
+/// on `EINTR` here, so callers never see it. The corresponding C function is named in each
+/// wrapper's comment.
+enum Sys {
+    /// Runs `body` until it returns something other than -1/EINTR; -1 becomes the thrown errno.
+    @inline(__always)
+    static func check<T: FixedWidthInteger>(retryingEINTR: Bool = true, _ body: () -> T) throws(Errno) -> T {
+        while true {
+            let value = body()
+            if value != -1 { return value }
+            let code = dio_errno()
+            if retryingEINTR && code == EINTR { continue }
+            throw Errno(rawValue: code)
+        }
+    }
+
+    // MARK: Descriptors
+
+    /// `openat(AT_FDCWD, path, flags, mode)`.
+    static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(Errno) -> Int32 {
+        try check { dio_open(path, flags, UInt32(mode)) }
+    }
+
+    /// `close(fd)`. Not retried on EINTR: Linux always releases the descriptor (close(2) NOTES).
+    static func close(_ fd: Int32) throws(Errno) {
+        _ = try check(retryingEINTR: false) { Glibc.close(fd) }
+    }
+
+    /// `fstat(fd, &st)`.
+    static func fstat(_ fd: Int32) throws(Errno) -> stat {
+        var st = stat()
+        _ = try check { Glibc.fstat(fd, &st) }
+        return st
+    }
+
+    /// `statx(dirfd, path, flags, mask, &stx)`; with an empty path and AT_EMPTY_PATH it describes `dirfd`.
+    static func statx(_ fd: Int32, path: String = "", flags: Int32 = AT_EMPTY_PATH, mask: UInt32) throws(Errno) -> dio_statx {
+        var stx = dio_statx()
+        _ = try check { dio_statx(fd, path, flags, mask, &stx) }
+        return stx
+    }
+
+    /// `fstatfs(fd, &buf)`, returning `buf.f_type`, the filesystem's magic number.
+    static func filesystemMagic(_ fd: Int32) throws(Errno) -> Int64 {
+        var type: Int64 = 0
+        _ = try check { dio_fstatfs_type(fd, &type) }
+        return type
+    }
+
+    /// `unlink(path)`.
+    static func unlink(_ path: String) throws(Errno) {
+        _ = try check { Glibc.unlink(path) }
+    }
+
+    /// `ioctl(fd, request, arg)` for requests that take a pointer.
+    static func ioctl(_ fd: Int32, _ request: UInt, _ arg: UnsafeMutableRawPointer) throws(Errno) {
+        _ = try check { dio_ioctl_ptr(fd, request, arg) }
+    }
+
+    // MARK: Data
+
+    /// `pread(fd, buf, count, offset)`.
+    static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ offset: Int64) throws(Errno) -> Int {
+        try check { Glibc.pread(fd, buffer, count, off_t(offset)) }
+    }
+
+    /// `pwrite(fd, buf, count, offset)`.
+    static func pwrite(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int, _ offset: Int64) throws(Errno) -> Int {
+        try check { Glibc.pwrite(fd, buffer, count, off_t(offset)) }
+    }
+
+    /// `preadv(fd, iov, iovcnt, offset)`.
+    static func preadv(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32, _ offset: Int64) throws(Errno) -> Int {
+        try check { Glibc.preadv(fd, iov, count, off_t(offset)) }
+    }
+
+    /// `pwritev(fd, iov, iovcnt, offset)`.
+    static func pwritev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32, _ offset: Int64) throws(Errno) -> Int {
+        try check { Glibc.pwritev(fd, iov, count, off_t(offset)) }
+    }
+
+    /// `fsync(fd)` or `fdatasync(fd)`.
+    static func fsync(_ fd: Int32, dataOnly: Bool) throws(Errno) {
+        _ = try check { dataOnly ? Glibc.fdatasync(fd) : Glibc.fsync(fd) }
+    }
+
+    /// `fallocate(fd, mode, offset, length)`.
+    static func fallocate(_ fd: Int32, mode: Int32, offset: Int64, length: Int64) throws(Errno) {
+        _ = try check { dio_fallocate(fd, mode, offset, length) }
+    }
+
+    /// `ftruncate(fd, length)`.
+    static func ftruncate(_ fd: Int32, _ length: Int64) throws(Errno) {
+        _ = try check { Glibc.ftruncate(fd, off_t(length)) }
+    }
+
+    // MARK: Memory
+
+    /// `mmap(NULL, length, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|extraFlags, -1, 0)`.
+    static func mmapAnonymous(length: Int, extraFlags: Int32 = 0) throws(Errno) -> UnsafeMutableRawPointer {
+        try mmap(length: length, flags: MAP_PRIVATE | MAP_ANONYMOUS | extraFlags, fd: -1, offset: 0)
+    }
+
+    /// `mmap(NULL, length, PROT_READ|PROT_WRITE, flags, fd, offset)`.
+    static func mmap(length: Int, flags: Int32, fd: Int32, offset: Int64) throws(Errno) -> UnsafeMutableRawPointer {
+        let address = Glibc.mmap(nil, length, PROT_READ | PROT_WRITE, flags, fd, off_t(offset))
+        guard let address, address != dio_map_failed() else { throw Errno(rawValue: dio_errno()) }
+        return address
+    }
+
+    /// `munmap(address, length)`. Fails only for arguments DirectIO never passes.
+    static func munmap(_ address: UnsafeMutableRawPointer, _ length: Int) throws(Errno) {
+        _ = try check { Glibc.munmap(address, length) }
+    }
+
+    /// `mlock(address, length)`.
+    static func mlock(_ address: UnsafeRawPointer, _ length: Int) throws(Errno) {
+        _ = try check { Glibc.mlock(address, length) }
+    }
+
+    /// `madvise(address, length, advice)`.
+    static func madvise(_ address: UnsafeMutableRawPointer, _ length: Int, _ advice: Int32) throws(Errno) {
+        _ = try check { Glibc.madvise(address, length, advice) }
+    }
+
+    /// `getrlimit(RLIMIT_MEMLOCK)`: the soft limit in bytes, nil when unlimited.
+    static func memlockLimit() -> UInt64? {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(UInt32(DIO_RLIMIT_MEMLOCK)), &limit) == 0 else { return nil }
+        // RLIM_INFINITY is ~0 (bits/resource.h); it does not import as a Swift constant.
+        return limit.rlim_cur == rlim_t.max ? nil : UInt64(limit.rlim_cur)
+    }
+
+    /// `sysconf(_SC_PAGESIZE)`.
+    static let pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    // MARK: io_uring
+
+    /// `io_uring_setup(entries, &params)`.
+    static func ioUringSetup(entries: UInt32, params: inout dio_uring_params) throws(Errno) -> Int32 {
+        try check { dio_io_uring_setup(entries, &params) }
+    }
+
+    /// `io_uring_enter(fd, toSubmit, minComplete, flags, NULL, 0)`. EINTR is returned, not retried:
+    /// the caller must re-check the rings, since some submissions may have been consumed.
+    static func ioUringEnter(_ fd: Int32, toSubmit: UInt32, minComplete: UInt32, flags: UInt32) throws(Errno) -> Int {
+        Int(try check(retryingEINTR: false) { dio_io_uring_enter(fd, toSubmit, minComplete, flags) })
+    }
+
+    /// `io_uring_register(fd, opcode, arg, count)`.
+    static func ioUringRegister(_ fd: Int32, opcode: UInt32, arg: UnsafeRawPointer?, count: UInt32) throws(Errno) -> Int {
+        Int(try check { dio_io_uring_register(fd, opcode, arg, count) })
+    }
+}

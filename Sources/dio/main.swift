@@ -1,0 +1,2 @@
+import DirectIO
+print("dio")
