@@ -1,0 +1,43 @@
+import Glibc
+import SystemPackage
+
+/// Which kernel interface carries the I/O.
+public enum EngineKind: String, Sendable, CustomStringConvertible {
+    /// io_uring: requests queued in shared memory, many in flight per system call.
+    case ioUring = "io_uring"
+    /// pread/pwrite/preadv/pwritev/fsync, one request at a time: the fallback where io_uring is
+    /// unavailable (ENOSYS, or EPERM from seccomp or kernel.io_uring_disabled).
+    case blocking
+
+    public var description: String { rawValue }
+}
+
+/// The kernel-facing half of an engine: queue operations, submit them, collect raw results.
+/// Everything else (request state, retries, buffer ownership) is `IOEngine`'s, so both
+/// backends behave identically above this line.
+protocol EngineBackend: AnyObject {
+    var kind: EngineKind { get }
+    /// Operations that can be queued before `submit` must be called.
+    var submissionCapacity: Int { get }
+
+    /// Queues `operation`; false when the submission queue is full (submit first).
+    func enqueue(_ operation: IOOperation, userData: UInt64) -> Bool
+
+    /// Queues a cancellation of the request with `target` user data.
+    func enqueueCancel(target: UInt64, userData: UInt64) -> Bool
+
+    /// Submits everything queued and waits until at least `minimum` completions are ready.
+    /// EINTR and EAGAIN/EBUSY are handled here; what is thrown is a real failure.
+    func submit(waitingFor minimum: Int) throws(Errno)
+
+    /// Hands each ready completion to `body` and returns the count.
+    func reap(_ body: (RawCompletion) -> Void) -> Int
+
+    func supports(_ opcode: Opcode) -> Bool
+
+    /// Fixed-buffer slots available for pools, 0 when the backend has none.
+    var fixedBufferSlots: Int { get }
+
+    /// Points fixed-buffer slots `first...` at `regions` (empty regions clear slots).
+    func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno)
+}

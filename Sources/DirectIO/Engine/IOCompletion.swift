@@ -1,0 +1,30 @@
+import SystemPackage
+
+/// The outcome of one request, as the engine reports it to whoever submitted it.
+public struct IOOutcome: Sendable, Equatable {
+    /// Bytes moved (for a failed request, those moved before the failure).
+    public var bytes: Int
+    /// The error that ended the request, or nil on success. EOF is not an error: a read at or
+    /// past the end succeeds with fewer bytes than asked.
+    public var errno: Errno?
+
+    public var succeeded: Bool { errno == nil }
+}
+
+/// A finished batched request: its tag, its outcome, and the buffer the engine held for it,
+/// handed back now that the kernel is done with it.
+public struct IOCompletion: ~Copyable {
+    /// The value passed when the request was submitted.
+    public let tag: UInt64
+    public let opcode: Opcode
+    /// The file offset the request started at.
+    public let offset: Int64
+    public let outcome: IOOutcome
+    /// The request's buffer, owned by the caller again.
+    public var buffer: PoolBuffer?
+
+    /// Takes the buffer out of the completion.
+    public mutating func takeBuffer() -> PoolBuffer? {
+        buffer.take()
+    }
+}

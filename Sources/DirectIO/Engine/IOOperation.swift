@@ -1,0 +1,88 @@
+import Glibc
+
+/// One request in the form every engine understands: an opcode and its arguments.
+///
+/// It holds raw addresses: building one is safe, but the memory it names must stay valid and
+/// untouched until the engine reports the request complete. Only `IOEngine` and `DirectFile`
+/// build them, from buffers they keep borrowed or own for that long.
+struct IOOperation {
+    var opcode: Opcode
+    var fd: Int32
+    /// Buffer address (READ/WRITE/…_FIXED), iovec array (READV/WRITEV), or 0.
+    var address: UInt = 0
+    /// Bytes (READ/WRITE/…_FIXED) or iovec count (READV/WRITEV).
+    var length: UInt32 = 0
+    /// File offset.
+    var offset: Int64 = 0
+    /// FALLOCATE: the byte count to allocate.
+    var allocateLength: Int64 = 0
+    /// FSYNC: data only. FALLOCATE: the mode bits.
+    var dataOnly: Bool = false
+    var mode: Int32 = 0
+    /// READ_FIXED/WRITE_FIXED: the fixed-buffer slot holding `address`.
+    var bufferIndex: UInt16 = 0
+
+    static func read(fd: Int32, into address: UnsafeMutableRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
+        IOOperation(opcode: fixedSlot == nil ? .read : .readFixed, fd: fd, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
+    }
+
+    static func write(fd: Int32, from address: UnsafeRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
+        IOOperation(opcode: fixedSlot == nil ? .write : .writeFixed, fd: fd, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
+    }
+
+    static func vectored(_ opcode: Opcode, fd: Int32, vectors: UnsafeMutablePointer<iovec>, count: Int, at offset: Int64) -> IOOperation {
+        IOOperation(opcode: opcode, fd: fd, address: UInt(bitPattern: vectors), length: UInt32(count), offset: offset)
+    }
+
+    static func fsync(fd: Int32, dataOnly: Bool) -> IOOperation {
+        IOOperation(opcode: .fsync, fd: fd, dataOnly: dataOnly)
+    }
+
+    static func fallocate(fd: Int32, mode: Int32, offset: Int64, length: Int64) -> IOOperation {
+        IOOperation(opcode: .fallocate, fd: fd, offset: offset, allocateLength: length, mode: mode)
+    }
+
+    static func nop() -> IOOperation { IOOperation(opcode: .nop, fd: -1) }
+
+    /// Bytes this operation moves (0 for operations that move none).
+    var byteCount: Int {
+        switch opcode {
+        case .read, .write, .readFixed, .writeFixed: Int(length)
+        case .readv, .writev:
+            UnsafeBufferPointer(start: UnsafePointer<iovec>(bitPattern: address), count: Int(length)).reduce(0) { $0 + $1.iov_len }
+        default: 0
+        }
+    }
+
+    /// The same operation with its first `done` bytes removed: what to resubmit after a short
+    /// transfer. For vectored operations it rewrites the iovec array in place (the array is the
+    /// operation's own copy, never the caller's).
+    func advanced(by done: Int) -> IOOperation {
+        var next = self
+        next.offset += Int64(done)
+        switch opcode {
+        case .read, .write, .readFixed, .writeFixed:
+            // A fixed buffer stays valid: the remainder lies inside the same registered region.
+            next.address += UInt(done)
+            next.length -= UInt32(done)
+        case .readv, .writev:
+            guard var vector = UnsafeMutablePointer<iovec>(bitPattern: address) else { return next }
+            var remaining = Int(length)
+            var skip = done
+            while remaining > 0 && skip >= vector.pointee.iov_len {
+                skip -= vector.pointee.iov_len
+                vector += 1
+                remaining -= 1
+            }
+            if remaining > 0 && skip > 0 {
+                vector.pointee.iov_base = vector.pointee.iov_base.map { $0 + skip }
+                vector.pointee.iov_len -= skip
+            }
+            next.address = UInt(bitPattern: vector)
+            next.length = UInt32(remaining)
+        default:
+            break
+        }
+        return next
+    }
+}

@@ -1,0 +1,123 @@
+import Glibc
+import Synchronization
+
+/// A fixed set of equal, page-aligned buffers carved from one locked mapping, for I/O.
+///
+/// Register it with an engine (`IOEngine.register(_:)`) and I/O into its buffers uses the
+/// fixed-buffer opcodes (READ_FIXED/WRITE_FIXED), which skip pinning the pages on every I/O.
+/// When the memory cannot be locked or registered (RLIMIT_MEMLOCK), the pool keeps its full
+/// size, works unregistered, and says why in `status` and `description`: it never shrinks.
+///
+/// Buffers are `~Copyable` `PoolBuffer`s: taking one gives it a single owner, and dropping it
+/// returns it. A buffer given to the engine for I/O is owned by the engine until its
+/// completion has been reaped, so it cannot come back to the pool while the kernel may still
+/// write into it.
+public final class BufferPool: Sendable, CustomStringConvertible {
+    public let bufferBytes: Int
+    public let count: Int
+    public let mapping: MappingReport
+    /// The mapping's address, kept as an integer: the pool never touches the memory itself;
+    /// each buffer's bytes are reached only through its single `PoolBuffer` owner.
+    private let baseBits: UInt
+    private let state: Mutex<State>
+
+    private struct State: ~Copyable {
+        var free: [Int]
+        var registration: Registration
+    }
+
+    /// Whether the engine's fixed-buffer table holds this pool's buffers.
+    public enum Registration: Sendable, Equatable, CustomStringConvertible {
+        case unregistered
+        case registered(firstSlot: UInt16)
+        /// Registration was attempted and refused; I/O uses the unregistered opcodes.
+        case refused(String)
+
+        public var description: String {
+            switch self {
+            case .unregistered: "not registered"
+            case .registered(let first): "registered as fixed buffers \(first)..."
+            case .refused(let why): "not registered: \(why)"
+            }
+        }
+    }
+
+    /// - Parameters:
+    ///   - count: number of buffers.
+    ///   - bufferBytes: size of each, rounded up to the page size so every buffer is page-aligned.
+    public init(count: Int, bufferBytes: Int, hugePages: HugePages = .none) throws(DirectIOError) {
+        guard count > 0, bufferBytes > 0 else {
+            throw DirectIOError(.invalidArgument, operation: "create buffer pool", length: bufferBytes, detail: "count (\(count)) and buffer size must be positive")
+        }
+        // A registered buffer may span at most 1 GiB (io_uring_register(2)).
+        guard bufferBytes <= 1 << 30 else {
+            throw DirectIOError(.invalidArgument, operation: "create buffer pool", length: bufferBytes, detail: "a buffer may be at most 1 GiB (io_uring fixed-buffer limit)")
+        }
+        let stride = roundUp(bufferBytes, to: Sys.pageSize)
+        let (address, report) = try MappedRegion.map(byteCount: stride * count, hugePages: hugePages, lock: true)
+        self.bufferBytes = stride
+        self.count = count
+        self.baseBits = UInt(bitPattern: address)
+        self.mapping = report
+        self.state = Mutex(State(free: Array((0..<count).reversed()), registration: .unregistered))
+    }
+
+    deinit {
+        // Every PoolBuffer holds a strong reference, so no buffer is outstanding here.
+        // The mapping exists for the pool's whole life, so the address is never null.
+        guard let base = UnsafeMutableRawPointer(bitPattern: baseBits) else { return }
+        MappedRegion.unmap(base, mapping.mappedBytes)
+    }
+
+    /// Takes a free buffer, or nil when all are in use.
+    public func take() -> PoolBuffer? {
+        guard let index = state.withLock({ $0.free.popLast() }) else { return nil }
+        return PoolBuffer(pool: self, index: index, address: address(of: index))
+    }
+
+    /// Buffers not currently taken.
+    public var available: Int { state.withLock { $0.free.count } }
+
+    public var registration: Registration { state.withLock { $0.registration } }
+
+    /// The memory of buffer `index`.
+    func address(of index: Int) -> UnsafeMutableRawPointer {
+        // baseBits came from a successful mmap, which never returns address 0.
+        UnsafeMutableRawPointer(bitPattern: baseBits + UInt(index * bufferBytes)).unsafelyUnwrapped
+    }
+
+    /// The iovec of every buffer, in index order, for registration.
+    var regions: [iovec] {
+        (0..<count).map { iovec(iov_base: address(of: $0), iov_len: bufferBytes) }
+    }
+
+    func setRegistration(_ registration: Registration) {
+        state.withLock { $0.registration = registration }
+    }
+
+    fileprivate func giveBack(_ index: Int) {
+        state.withLock { $0.free.append(index) }
+    }
+
+    public var description: String {
+        "BufferPool(\(count) × \(bufferBytes) bytes, \(mapping), \(registration))"
+    }
+}
+
+/// One buffer of a `BufferPool`, with a single owner; dropping it returns it to the pool.
+public struct PoolBuffer: ~Copyable, IOBuffer {
+    public let pool: BufferPool
+    public let index: Int
+    public let baseAddress: UnsafeMutableRawPointer
+
+    fileprivate init(pool: BufferPool, index: Int, address: UnsafeMutableRawPointer) {
+        self.pool = pool
+        self.index = index
+        self.baseAddress = address
+    }
+
+    public var count: Int { pool.bufferBytes }
+    public var poolSlot: PoolSlot? { PoolSlot(pool: ObjectIdentifier(pool), index: index) }
+
+    deinit { pool.giveBack(index) }
+}
