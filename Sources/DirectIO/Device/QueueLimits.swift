@@ -1,0 +1,81 @@
+import Glibc
+
+/// A block device's request-queue limits, from /sys/dev/block/MAJOR:MINOR/queue.
+/// These are the user-space view of the seed's "device limits": what one request to the
+/// device may look like (Documentation/ABI/stable/sysfs-block).
+public struct QueueLimits: Sendable, Hashable {
+    /// The kernel's name for the disk holding the queue ("vda", "loop3").
+    public var deviceName: String
+    /// Smallest unit the device addresses (logical_block_size).
+    public var logicalBlockSize: Int
+    /// Smallest unit it writes without read-modify-write (physical_block_size).
+    public var physicalBlockSize: Int
+    /// Largest request the kernel sends (max_sectors_kb × 1024).
+    public var maxIOBytes: Int
+    /// Most scatter-gather segments per request (max_segments).
+    public var maxSegments: Int
+    /// Largest segment (max_segment_size).
+    public var maxSegmentBytes: Int
+    /// Memory alignment mask the device needs (dma_alignment; 511 means 512-byte aligned).
+    public var dmaAlignment: Int
+    /// Segments may not cross a boundary of this mask + 1 (virt_boundary_mask; 0 = none).
+    public var virtBoundaryMask: Int
+
+    /// Reads the limits for device `major:minor`, resolving a partition to its disk.
+    /// Returns nil for devices without a block queue (tmpfs, NFS, other anonymous devices).
+    static func read(major: UInt32, minor: UInt32) -> QueueLimits? {
+        let link = "/sys/dev/block/\(major):\(minor)"
+        guard var directory = resolvedPath(link) else { return nil }
+        // A partition has no queue of its own: its limits are its disk's, one level up.
+        if access(directory + "/partition", F_OK) == 0 {
+            directory = String(directory[..<(directory.lastIndex(of: "/") ?? directory.endIndex)])
+        }
+        let queue = directory + "/queue/"
+        guard let logical = readNumber(queue + "logical_block_size") else { return nil }
+        let name = String(directory[directory.index(after: directory.lastIndex(of: "/") ?? directory.startIndex)...])
+        return QueueLimits(
+            deviceName: name,
+            logicalBlockSize: logical,
+            physicalBlockSize: readNumber(queue + "physical_block_size") ?? logical,
+            maxIOBytes: (readNumber(queue + "max_sectors_kb") ?? 0) * 1024,
+            maxSegments: readNumber(queue + "max_segments") ?? 0,
+            maxSegmentBytes: readNumber(queue + "max_segment_size") ?? 0,
+            dmaAlignment: readNumber(queue + "dma_alignment") ?? (logical - 1),
+            virtBoundaryMask: readNumber(queue + "virt_boundary_mask") ?? 0)
+    }
+
+    private static func resolvedPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// The decimal number in a sysfs attribute file.
+    static func readNumber(_ path: String) -> Int? {
+        guard let text = readSmallFile(path) else { return nil }
+        return Int(text.trimmingWhitespace())
+    }
+}
+
+/// Reads a small text file (sysfs attributes, /proc files) whole.
+func readSmallFile(_ path: String) -> String? {
+    guard let fd = try? Sys.open(path, flags: O_RDONLY | O_CLOEXEC) else { return nil }
+    defer { _ = try? Sys.close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { (try? Sys.pread(fd, $0.baseAddress, $0.count, Int64(bytes.count))) ?? -1 }
+        if count <= 0 { break }
+        bytes.append(contentsOf: chunk[0..<count])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var slice = Substring(self)
+        while let first = slice.first, first.isWhitespace { slice.removeFirst() }
+        while let last = slice.last, last.isWhitespace { slice.removeLast() }
+        return String(slice)
+    }
+}
