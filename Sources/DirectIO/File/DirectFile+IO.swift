@@ -1,0 +1,158 @@
+import Glibc
+import SystemPackage
+
+/// Reads and writes. Every synchronous call returns only after the kernel has finished with
+/// the memory it was given, on success and on every error.
+extension DirectFile {
+    // MARK: Buffers DirectIO owns (pool buffers, aligned buffers)
+
+    /// Reads up to `count` bytes (default: the whole buffer) at `offset` into `buffer`.
+    /// Returns the bytes read: fewer than asked only at end of file, 0 at or past it.
+    /// Registered pool buffers use READ_FIXED.
+    public func read<Buffer: IOBuffer & ~Copyable>(into buffer: inout Buffer, count: Int? = nil, at offset: Int64) throws(DirectIOError) -> Int {
+        let length = count ?? buffer.count
+        try checkFits(length, in: buffer.count, operation: "read", offset: offset)
+        let operation = IOOperation.read(fd: descriptor, into: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        return try run(operation, name: "read", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length)
+    }
+
+    /// Writes `count` bytes (default: the whole buffer) from `buffer` at `offset`. Returns the
+    /// bytes written. Registered pool buffers use WRITE_FIXED.
+    public func write<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64) throws(DirectIOError) -> Int {
+        let length = count ?? buffer.count
+        try checkFits(length, in: buffer.count, operation: "write", offset: offset)
+        let operation = IOOperation.write(fd: descriptor, from: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        return try run(operation, name: "write", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length)
+    }
+
+    // MARK: Caller memory
+
+    /// Reads into caller memory, which must meet `limits.memoryAlignment` for direct I/O
+    /// (misaligned memory is the bounce layer's job, not this call's).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
+        guard let base = buffer.baseAddress else { return try checkEmpty("read", offset) }
+        let operation = IOOperation.read(fd: descriptor, into: base, count: buffer.count, at: offset, fixedSlot: nil)
+        return try run(operation, name: "read", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
+    }
+
+    /// Writes caller memory, which must meet `limits.memoryAlignment` for direct I/O.
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
+        guard let base = buffer.baseAddress else { return try checkEmpty("write", offset) }
+        let operation = IOOperation.write(fd: descriptor, from: base, count: buffer.count, at: offset, fixedSlot: nil)
+        return try run(operation, name: "write", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
+    }
+
+    /// Reads into several buffers from consecutive file bytes starting at `offset` (READV /
+    /// preadv). Each buffer must meet the alignment rules on its own.
+    public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: Int64) throws(DirectIOError) -> Int {
+        try vectored(.readv, buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, at: offset)
+    }
+
+    /// Writes several buffers to consecutive file bytes starting at `offset` (WRITEV / pwritev).
+    public func write(_ buffers: [UnsafeRawBufferPointer], at offset: Int64) throws(DirectIOError) -> Int {
+        try vectored(.writev, buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }, at: offset)
+    }
+
+    // MARK: Batched, owned buffers
+
+    /// Starts a read into `buffer` without waiting. The engine owns the buffer until the
+    /// request completes; `engine.reap` returns it with the outcome and `tag`.
+    public func submitRead(into buffer: consuming PoolBuffer, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+        let length = count ?? buffer.count
+        try checkFits(length, in: buffer.count, operation: "read", offset: offset)
+        try checkArguments(name: "read", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length, isRead: true)
+        let operation = IOOperation.read(fd: descriptor, into: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: true))
+    }
+
+    /// Starts a write from `buffer` without waiting; see `submitRead`.
+    public func submitWrite(_ buffer: consuming PoolBuffer, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+        let length = count ?? buffer.count
+        try checkFits(length, in: buffer.count, operation: "write", offset: offset)
+        try checkArguments(name: "write", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length, isRead: false)
+        let operation = IOOperation.write(fd: descriptor, from: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: false))
+    }
+
+    // MARK: Shared paths
+
+    private func vectored(_ opcode: Opcode, _ vectors: [iovec], at offset: Int64) throws(DirectIOError) -> Int {
+        let name = opcode == .readv ? "vectored read" : "vectored write"
+        let total = vectors.reduce(0) { $0 + $1.iov_len }
+        guard !vectors.isEmpty else { return try checkEmpty(name, offset) }
+        guard vectors.count <= AlignmentCheck.maxVectors else {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: "\(vectors.count) buffers exceed IOV_MAX (\(AlignmentCheck.maxVectors))")
+        }
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
+        }
+        for (position, vector) in vectors.enumerated() {
+            if let problem = alignment.violation(address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: opcode == .readv) {
+                throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: total, detail: "buffer \(position): \(problem)")
+            }
+        }
+        // The engine rewrites the iovecs to resubmit a short transfer's remainder, so it gets
+        // its own copy, alive (in this frame) until the request has completed.
+        let copy = UnsafeMutablePointer<iovec>.allocate(capacity: vectors.count)
+        defer { copy.deallocate() }
+        copy.initialize(from: vectors, count: vectors.count)
+        let operation = IOOperation.vectored(opcode, fd: descriptor, vectors: copy, count: vectors.count, at: offset)
+        let outcome = try engine.perform(operation, blockBytes: blockBytes(isRead: opcode == .readv))
+        if let errno = outcome.errno {
+            throw failure(errno, name: name, call: engine.kind == .ioUring ? opcode.description : (opcode == .readv ? "preadv" : "pwritev"), address: nil, offset: offset, length: total, isRead: opcode == .readv, done: outcome.bytes)
+        }
+        return outcome.bytes
+    }
+
+    private func run(_ operation: IOOperation, name: String, address: UInt, offset: Int64, length: Int) throws(DirectIOError) -> Int {
+        let isRead = operation.opcode.readsIntoMemory
+        try checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead)
+        if length == 0 { return 0 }
+        let outcome = try engine.perform(operation, blockBytes: blockBytes(isRead: isRead))
+        if let errno = outcome.errno {
+            let call = engine.kind == .ioUring ? operation.opcode.description : (isRead ? "pread" : "pwrite")
+            throw failure(errno, name: name, call: call, address: address, offset: offset, length: length, isRead: isRead, done: outcome.bytes)
+        }
+        return outcome.bytes
+    }
+
+    private func blockBytes(isRead: Bool) -> Int {
+        isDirect ? (isRead ? limits.readOffsetAlignment : limits.offsetAlignment) : 1
+    }
+
+    private func checkArguments(name: String, address: UInt, offset: Int64, length: Int, isRead: Bool) throws(DirectIOError) {
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: length) {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: length, detail: problem)
+        }
+        if let problem = alignment.violation(address: address, offset: offset, length: length, isRead: isRead) {
+            throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, detail: problem)
+        }
+    }
+
+    private func checkFits(_ length: Int, in capacity: Int, operation: String, offset: Int64) throws(DirectIOError) {
+        guard length >= 0 && length <= capacity else {
+            throw DirectIOError(.invalidArgument, operation: operation, path: path, offset: offset, length: length, detail: "count \(length) does not fit the \(capacity)-byte buffer")
+        }
+    }
+
+    private func checkEmpty(_ name: String, _ offset: Int64) throws(DirectIOError) -> Int {
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: 0) {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: 0, detail: problem)
+        }
+        return 0
+    }
+
+    /// The error for a failed request. EINVAL under O_DIRECT almost always means alignment
+    /// (open(2)), so it is reported as `.misaligned` with the limit that was broken, or, when
+    /// the request met every reported limit, with the limits it met.
+    private func failure(_ errno: Errno, name: String, call: String, address: UInt?, offset: Int64, length: Int, isRead: Bool, done: Int) -> DirectIOError {
+        let partial = done > 0 ? "\(done) bytes were transferred before the failure" : nil
+        if errno == .invalidArgument && isDirect {
+            let broken = address.flatMap { alignment.violation(address: $0, offset: offset, length: length, isRead: isRead) }
+            let detail = broken ?? "the kernel rejected direct I/O that meets the reported limits (memory alignment \(limits.memoryAlignment), offset alignment \(isRead ? limits.readOffsetAlignment : limits.offsetAlignment)); the file may need buffered I/O"
+            return DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, systemCall: call, errno: errno,
+                                 detail: [detail, partial].compactMap { $0 }.joined(separator: "; "))
+        }
+        return .system(errno, operation: name, call: call, path: path, offset: offset + Int64(done), length: length, detail: partial)
+    }
+}

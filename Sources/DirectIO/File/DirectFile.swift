@@ -1,0 +1,156 @@
+import CDirectIO
+import Glibc
+import SystemPackage
+
+/// A file or block device opened for direct I/O: reads and writes go between the caller's
+/// memory and the device, without the page cache and without copies.
+///
+/// Direct I/O has rules the kernel enforces with EINVAL: buffer addresses, file offsets and
+/// lengths must be multiples of the device's alignments (`limits`). This type checks them
+/// before submitting and names the broken limit in the error. Pool buffers and
+/// `AlignedBuffer`s are page-aligned, so they satisfy the memory rule everywhere.
+///
+/// The file owns its descriptor (it is `~Copyable`; dropping it closes the descriptor). It
+/// submits through an `IOEngine`, shared with other files when passed in.
+public struct DirectFile: ~Copyable {
+    public let path: String
+    private let owner: DescriptorOwner
+    /// The open file descriptor; valid while this value lives.
+    public var descriptor: Int32 { owner.fd }
+    /// The device's limits for this file.
+    public let limits: DeviceLimits
+    /// Whether I/O bypasses the page cache (O_DIRECT is set).
+    public let isDirect: Bool
+    /// With `.preferred`, why direct I/O is not in use.
+    public let fallbackNote: String?
+    public let engine: IOEngine
+    let alignment: AlignmentCheck
+
+    /// Opens `path`.
+    /// - Parameter engine: the engine to submit through; nil creates one for this file alone.
+    public init(path: String, options: OpenOptions = OpenOptions(), engine: IOEngine? = nil) throws(DirectIOError) {
+        let engine: IOEngine = if let engine { engine } else { try IOEngine() }
+        let existedBefore = access(path, F_OK) == 0
+        var fd: Int32
+        var direct = options.directIO != .disabled
+        var note: String? = nil
+        do {
+            fd = try Sys.open(path, flags: options.flags | (direct ? DIO_O_DIRECT : 0), mode: options.permissions)
+        } catch .invalidArgument where direct {
+            // open(2): EINVAL with O_DIRECT means the filesystem does not support it.
+            let filesystem = Self.filesystemName(near: path)
+            if options.create && !existedBefore { _ = try? Sys.unlink(path) }
+            guard options.directIO == .preferred else {
+                throw DirectIOError(.directIOUnsupported, operation: "open", path: path, systemCall: "open", errno: .invalidArgument,
+                                    detail: "the \(filesystem) filesystem refuses O_DIRECT; open with .preferred to fall back to buffered I/O")
+            }
+            note = "the \(filesystem) filesystem refuses O_DIRECT (open: EINVAL); using buffered I/O"
+            direct = false
+            do { fd = try Sys.open(path, flags: options.flags, mode: options.permissions) } catch {
+                throw .system(error, operation: "open", call: "open", path: path)
+            }
+        } catch {
+            throw .system(error, operation: "open", call: "open", path: path)
+        }
+
+        let limits: DeviceLimits
+        do { limits = try DeviceLimits.of(fd: fd, path: path) } catch {
+            _ = try? Sys.close(fd)
+            throw error
+        }
+        if direct && !limits.directIO {
+            // open accepted O_DIRECT but direct I/O does not actually work (overlayfs over
+            // squashfs, some FUSE): the probe found out with a real read.
+            guard options.directIO == .preferred else {
+                _ = try? Sys.close(fd)
+                if options.create && !existedBefore { _ = try? Sys.unlink(path) }
+                throw DirectIOError(.directIOUnsupported, operation: "open", path: path,
+                                    detail: "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); open with .preferred to fall back to buffered I/O")
+            }
+            let flags = fcntl(fd, F_GETFL)
+            _ = fcntl(fd, F_SETFL, flags & ~DIO_O_DIRECT)
+            note = "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); using buffered I/O"
+            direct = false
+        }
+        self.path = path
+        self.owner = DescriptorOwner(fd: fd)
+        self.limits = limits
+        self.isDirect = direct
+        self.fallbackNote = note
+        self.engine = engine
+        self.alignment = AlignmentCheck(limits: limits, isDirect: direct)
+    }
+
+    /// Closes the descriptor, reporting errors (close can report a deferred write error on
+    /// some filesystems, e.g. NFS). Dropping the file closes it too, silently.
+    public consuming func close() throws(DirectIOError) {
+        let path = path
+        do { try owner.close() } catch {
+            throw .system(error, operation: "close", call: "close", path: path)
+        }
+    }
+
+    private static func filesystemName(near path: String) -> String {
+        let directory = DeviceLimits.parentDirectory(of: path)
+        guard let fd = try? Sys.open(access(path, F_OK) == 0 ? path : directory, flags: O_RDONLY | O_CLOEXEC) else { return "this" }
+        defer { _ = try? Sys.close(fd) }
+        return (try? Sys.filesystemMagic(fd)).map(FilesystemName.fromMagic) ?? "this"
+    }
+
+    // MARK: Size and space
+
+    /// The file's size in bytes (for a block device, the device's capacity).
+    public func size() throws(DirectIOError) -> Int64 {
+        if limits.isBlockDevice {
+            var bytes: UInt64 = 0
+            do { try Sys.ioctl(descriptor, DIO_BLKGETSIZE64, &bytes) } catch {
+                throw .system(error, operation: "size", call: "ioctl(BLKGETSIZE64)", path: path)
+            }
+            return Int64(bytes)
+        }
+        do { return Int64(try Sys.fstat(descriptor).st_size) } catch {
+            throw .system(error, operation: "size", call: "fstat", path: path)
+        }
+    }
+
+    /// Allocates disk space for `length` bytes at `offset` so later writes there cannot fail
+    /// with ENOSPC (fallocate). With `keepSize`, the file's size does not change.
+    public func preallocate(offset: Int64, length: Int64, keepSize: Bool = false) throws(DirectIOError) {
+        guard offset >= 0, length > 0 else {
+            throw DirectIOError(.invalidArgument, operation: "preallocate", path: path, offset: offset, length: Int(length), detail: "offset must be non-negative and length positive")
+        }
+        let operation = IOOperation.fallocate(fd: descriptor, mode: keepSize ? DIO_FALLOC_FL_KEEP_SIZE : 0, offset: offset, length: length)
+        let outcome = try engine.supports(.fallocate) ? engine.perform(operation) : IOOutcome(bytes: 0, errno: Self.errno(of: BlockingBackend.perform(operation)))
+        if let errno = outcome.errno {
+            throw .system(errno, operation: "preallocate", call: engine.kind == .ioUring ? "FALLOCATE" : "fallocate", path: path, offset: offset, length: Int(length))
+        }
+    }
+
+    /// Makes written data durable: `.data` is fdatasync, `.full` is fsync.
+    public func sync(_ kind: SyncKind = .full) throws(DirectIOError) {
+        let outcome = try engine.perform(.fsync(fd: descriptor, dataOnly: kind == .data))
+        if let errno = outcome.errno {
+            throw .system(errno, operation: kind == .data ? "data sync" : "sync", call: engine.kind == .ioUring ? "FSYNC" : (kind == .data ? "fdatasync" : "fsync"), path: path)
+        }
+    }
+
+    private static func errno(of result: Int32) -> Errno? { result < 0 ? Errno(rawValue: -result) : nil }
+}
+
+/// The single owner of a file descriptor: closes it when dropped.
+struct DescriptorOwner: ~Copyable {
+    let fd: Int32
+
+    consuming func close() throws(Errno) {
+        let fd = self.fd
+        discard self
+        try Sys.close(fd)
+    }
+
+    deinit {
+        // Synchronous requests have completed before their calls returned; a batched request
+        // still in flight on this descriptor keeps the open file alive in the kernel and fails
+        // or completes normally, so closing here never exposes memory.
+        _ = try? Sys.close(fd)
+    }
+}

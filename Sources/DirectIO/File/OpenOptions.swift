@@ -1,0 +1,58 @@
+import Glibc
+
+/// Whether a `DirectFile` bypasses the page cache.
+public enum DirectIOMode: Sendable, Equatable {
+    /// O_DIRECT or fail: opening fails with `.directIOUnsupported`, naming the filesystem,
+    /// when the filesystem refuses it.
+    case required
+    /// O_DIRECT where it works, else buffered I/O; `DirectFile.fallbackNote` says why.
+    case preferred
+    /// Buffered I/O through the page cache.
+    case disabled
+}
+
+/// How to open a `DirectFile`.
+public struct OpenOptions: Sendable {
+    public enum Access: Sendable { case readOnly, writeOnly, readWrite }
+
+    public var access: Access
+    public var directIO: DirectIOMode
+    /// Create the file if it does not exist.
+    public var create: Bool
+    /// Fail if the file exists (with `create`).
+    public var exclusive: Bool
+    /// Cut the file to zero length.
+    public var truncate: Bool
+    /// Permission bits for a created file.
+    public var permissions: mode_t
+
+    public init(access: Access = .readWrite, directIO: DirectIOMode = .required, create: Bool = false, exclusive: Bool = false, truncate: Bool = false, permissions: mode_t = 0o644) {
+        self.access = access
+        self.directIO = directIO
+        self.create = create
+        self.exclusive = exclusive
+        self.truncate = truncate
+        self.permissions = permissions
+    }
+
+    var flags: Int32 {
+        var flags: Int32 = O_CLOEXEC
+        switch access {
+        case .readOnly: flags |= O_RDONLY
+        case .writeOnly: flags |= O_WRONLY
+        case .readWrite: flags |= O_RDWR
+        }
+        if create { flags |= O_CREAT }
+        if exclusive { flags |= O_EXCL }
+        if truncate { flags |= O_TRUNC }
+        return flags
+    }
+}
+
+/// What `sync` makes durable.
+public enum SyncKind: Sendable {
+    /// File data and the metadata needed to read it back (fdatasync).
+    case data
+    /// Data and all metadata (fsync).
+    case full
+}
