@@ -1,2 +1,0 @@
-import DirectIO
-print("dio")
