@@ -31,6 +31,8 @@ struct Inspect: ParsableCommand {
             ioUring = false
             engineNote = "\(error)"
         }
+        // What `.automatic` picks here (honouring DIRECTIO_ENGINE), and why.
+        let automatic = try IOEngine(.automatic, queueDepth: 4)
         let memlock = MemoryLimits.memlockLimitBytes
         let pool = try poolBytes.map { try PoolReport(bytes: $0.bytes) }
 
@@ -57,6 +59,8 @@ struct Inspect: ParsableCommand {
                 ("ioUring", .bool(ioUring)),
                 ("ioUringSetupFlags", .optional(ringFlags)),
                 ("ioUringNote", .optional(engineNote)),
+                ("engine", .string(automatic.kind.rawValue)),
+                ("engineNotes", .array(automatic.notes.map(JSON.string))),
                 ("memlockLimitBytes", memlock.map { JSON.int(Int(clamping: $0)) } ?? .null),
             ]
             if let pool { pairs.append(("pool", pool.json)) }
@@ -83,6 +87,7 @@ struct Inspect: ParsableCommand {
             ("DMA alignment mask", show(limits.queue?.dmaAlignment)),
             ("virt boundary mask", show(limits.queue?.virtBoundaryMask)),
             ("io_uring", ioUring ? "yes (\(ringFlags ?? ""))" : "no: \(engineNote ?? "")"),
+            ("engine", automatic.kind.rawValue + (automatic.notes.isEmpty ? "" : " (" + automatic.notes.joined(separator: "; ") + ")")),
             ("RLIMIT_MEMLOCK", memlock.map { "\($0) bytes" } ?? "unlimited"),
         ]
         if let pool { rows.append(("pool", pool.text)) }

@@ -32,6 +32,7 @@ enum FilesystemName {
         case 0x2FC1_2FC1: "zfs"
         case 0x6264_6576: "bdev"
         case 0x4D44: "vfat"
+        case 0x8584_58F6: "ramfs"
         case 0x6E74_6673: "ntfs3"
         case 0xFF53_4D42: "cifs"
         case 0xCA45_1A4E: "bcachefs"

@@ -1,0 +1,169 @@
+import Foundation
+import Glibc
+import Testing
+@testable import DirectIO
+
+/// Helpers shared by the integration tests: scratch files, reference I/O through plain
+/// pread/pwrite on a separate buffered descriptor, commands, loop devices and mounts.
+enum TestSupport {
+    static var isRoot: Bool { geteuid() == 0 }
+
+    /// A fresh directory on the root filesystem (ext4 here); remove it with `remove`.
+    static func scratchDirectory(_ name: String = #function) throws -> String {
+        let clean = name.filter { $0.isLetter || $0.isNumber }
+        let path = "/tmp/directio-test-\(getpid())-\(clean)-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    static func remove(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// Deterministic pseudo-random bytes (splitmix64), so failures replay.
+    static func pattern(count: Int, seed: UInt64) -> [UInt8] {
+        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        var bytes = [UInt8](repeating: 0, count: count)
+        var index = 0
+        while index < count {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            for shift in stride(from: 0, to: 64, by: 8) where index < count {
+                bytes[index] = UInt8(truncatingIfNeeded: z >> UInt64(shift))
+                index += 1
+            }
+        }
+        return bytes
+    }
+
+    /// Writes `bytes` at `offset` with plain buffered pwrite on its own descriptor, then
+    /// fsyncs, so direct reads see it.
+    static func referenceWrite(_ path: String, _ bytes: [UInt8], at offset: Int64 = 0) throws {
+        let fd = open(path, O_WRONLY | O_CREAT, 0o644)
+        try #require(fd >= 0, "open \(path): errno \(errno)")
+        defer { close(fd) }
+        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+        try #require(written == bytes.count, "pwrite \(path): \(written), errno \(errno)")
+        try #require(fsync(fd) == 0)
+    }
+
+    /// Reads up to `count` bytes at `offset` with plain pread on its own buffered descriptor.
+    static func referenceRead(_ path: String, count: Int, at offset: Int64 = 0) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY)
+        try #require(fd >= 0, "open \(path): errno \(errno)")
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+            try #require(got >= 0, "pread \(path): errno \(errno)")
+            if got == 0 { break }
+            done += got
+        }
+        return Array(bytes[0..<done])
+    }
+
+    /// Runs a command (found on PATH); returns its exit status, standard output and error.
+    @discardableResult
+    static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, error: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + (env["PATH"] ?? "")
+        if let environment { env.merge(environment) { $1 } }
+        process.environment = env
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let outData = output.fileHandleForReading.readDataToEndOfFile()
+        let errData = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+
+    static func which(_ tool: String) -> String? {
+        for directory in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
+            let path = directory + "/" + tool
+            if access(path, X_OK) == 0 { return path }
+        }
+        return nil
+    }
+
+    /// The `dio` executable built next to this test bundle.
+    static var dioExecutable: String {
+        let bundle = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: bundle).deletingLastPathComponent()
+        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("dio").path) && directory.path != "/" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("dio").path
+    }
+
+    /// Parses one JSON object printed by `dio ... --json`.
+    static func json(_ text: String) throws -> [String: Any] {
+        let object = try JSONSerialization.jsonObject(with: Data(text.utf8))
+        return try #require(object as? [String: Any], "not a JSON object: \(text)")
+    }
+}
+
+/// A loop device over a sparse image file; `detach()` must be called (use `defer`).
+struct LoopDevice {
+    let path: String
+    let image: String
+
+    /// Attaches a new loop device of `megabytes` with `sectorSize`-byte logical sectors.
+    static func attach(megabytes: Int, sectorSize: Int, in directory: String) throws -> LoopDevice {
+        let image = directory + "/loop-\(sectorSize)-\(UInt32.random(in: 0...UInt32.max)).img"
+        let fd = open(image, O_RDWR | O_CREAT | O_EXCL, 0o600)
+        try #require(fd >= 0)
+        try #require(ftruncate(fd, off_t(megabytes) << 20) == 0)
+        close(fd)
+        let result = try TestSupport.run(["losetup", "--find", "--show", "--sector-size", "\(sectorSize)", image])
+        if result.status != 0 { unlink(image) }
+        try #require(result.status == 0, "losetup failed: \(result.error)")
+        let path = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(path.hasPrefix("/dev/loop"), "losetup printed \(result.output)")
+        return LoopDevice(path: path, image: image)
+    }
+
+    func detach() {
+        _ = try? TestSupport.run(["losetup", "-d", path])
+        unlink(image)
+    }
+}
+
+/// A filesystem made on a loop device and mounted at a unique directory; `unmount()` must be
+/// called (use `defer`).
+struct MountedFilesystem {
+    let device: LoopDevice
+    let mountPoint: String
+
+    static func make(_ type: String, megabytes: Int, sectorSize: Int = 512, in directory: String) throws -> MountedFilesystem {
+        let device = try LoopDevice.attach(megabytes: megabytes, sectorSize: sectorSize, in: directory)
+        let mountPoint = directory + "/mnt-\(type)-\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+            let mkfs = try TestSupport.run(["mkfs.\(type)", "-f", "-q", device.path])
+            try #require(mkfs.status == 0, "mkfs.\(type) failed: \(mkfs.error)")
+            let mount = try TestSupport.run(["mount", "-t", type, device.path, mountPoint])
+            try #require(mount.status == 0, "mount failed: \(mount.error)")
+        } catch {
+            device.detach()
+            TestSupport.remove(mountPoint)
+            throw error
+        }
+        return MountedFilesystem(device: device, mountPoint: mountPoint)
+    }
+
+    func unmount() {
+        _ = try? TestSupport.run(["umount", mountPoint])
+        device.detach()
+        TestSupport.remove(mountPoint)
+    }
+}
