@@ -261,6 +261,7 @@ public final class IOEngine {
         let slot = slots + index
         slot.pointee.begin(operation: operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: batched)
         statistics.submitted += 1
+        if operation.opcode == .readFixed || operation.opcode == .writeFixed { statistics.fixedBufferRequests += 1 }
         try enqueue(index)
         return index
     }
@@ -390,6 +391,8 @@ public struct EngineStatistics: Sendable, Equatable {
     public var retries = 0
     /// Remainders submitted after short transfers.
     public var resubmissions = 0
+    /// Requests that used registered buffers (READ_FIXED/WRITE_FIXED).
+    public var fixedBufferRequests = 0
 }
 
 /// The engine's record of one request.
