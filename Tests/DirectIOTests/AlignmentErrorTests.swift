@@ -15,10 +15,10 @@ import Testing
     }
 
     @Test(arguments: EngineTests.engines)
-    func misalignedMemoryNamesTheMemoryAlignment(choice: IOEngine.Choice) throws {
+    func misalignedMemoryNamesTheMemoryAlignment(config: EngineConfig) throws {
         let (directory, path, reference) = try fixture()
         defer { TestSupport.remove(directory) }
-        let file = try DirectFile(path: path, engine: IOEngine(choice))
+        let file = try DirectFile(path: path, engine: config.make())
         let memoryAlignment = file.limits.memoryAlignment
         try #require(memoryAlignment > 1, "ext4 must report a memory alignment")
         let buffer = try AlignedBuffer(byteCount: 16384)
@@ -37,10 +37,10 @@ import Testing
     }
 
     @Test(arguments: EngineTests.engines)
-    func misalignedOffsetAndLengthNameTheOffsetAlignment(choice: IOEngine.Choice) throws {
+    func misalignedOffsetAndLengthNameTheOffsetAlignment(config: EngineConfig) throws {
         let (directory, path, reference) = try fixture()
         defer { TestSupport.remove(directory) }
-        let file = try DirectFile(path: path, engine: IOEngine(choice))
+        let file = try DirectFile(path: path, engine: config.make())
         let offsetAlignment = file.limits.offsetAlignment
         var buffer = try AlignedBuffer(byteCount: 8192)
         buffer.copy(from: [UInt8](repeating: 0xEE, count: 8192))
@@ -56,10 +56,10 @@ import Testing
     }
 
     @Test(arguments: EngineTests.engines)
-    func invalidArgumentsAreTypedErrorsAndWriteNothing(choice: IOEngine.Choice) throws {
+    func invalidArgumentsAreTypedErrorsAndWriteNothing(config: EngineConfig) throws {
         let (directory, path, reference) = try fixture()
         defer { TestSupport.remove(directory) }
-        let engine = try IOEngine(choice)
+        let engine = try config.make()
         let file = try DirectFile(path: path, engine: engine)
         let buffer = try AlignedBuffer(byteCount: 4096)
         let negative = #expect(throws: DirectIOError.self) { _ = try file.write(buffer, at: -4096) }

@@ -125,8 +125,8 @@ import Testing
         let path = directory + "/data"
         let reference = TestSupport.pattern(count: 1 << 20, seed: 9)
         try TestSupport.referenceWrite(path, reference)
-        for choice in EngineTests.engines {
-            let engine = try IOEngine(choice, queueDepth: 4)
+        for config in EngineTests.engines {
+            let engine = try config.make(queueDepth: 4)
             let file = try DirectFile(path: path, options: OpenOptions(access: .readOnly), engine: engine)
             // Synchronous calls from a full engine: each waits for a slot.
             let pool = try BufferPool(count: 4, bufferBytes: 4096)

@@ -1,4 +1,6 @@
+import Foundation
 import Glibc
+import Synchronization
 import SystemPackage
 import Testing
 @testable import DirectIO
@@ -6,10 +8,14 @@ import Testing
 /// The same suite on both engines: every byte read or written through DirectIO is compared
 /// with a plain pread/pwrite on a separate buffered descriptor.
 @Suite struct EngineTests {
-    static let engines: [IOEngine.Choice] = [.ioUring, .blocking]
+    static let engines: [EngineConfig] = [
+        EngineConfig(choice: .ioUring, flags: .anyThread),
+        EngineConfig(choice: .ioUring, flags: .threadPerCore),
+        EngineConfig(choice: .blocking, flags: .anyThread),
+    ]
 
     @Test(arguments: engines)
-    func batchedRandomReadsMatchPread(choice: IOEngine.Choice) throws {
+    func batchedRandomReadsMatchPread(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
@@ -17,11 +23,12 @@ import Testing
         let reference = TestSupport.pattern(count: fileBytes, seed: 1)
         try TestSupport.referenceWrite(path, reference)
 
-        let engine = try IOEngine(choice, queueDepth: 32)
-        #expect(engine.kind == (choice == .ioUring ? .ioUring : .blocking))
+        let engine = try config.make(queueDepth: 32)
+        #expect(engine.kind == (config.choice == .ioUring ? .ioUring : .blocking))
+        #expect(engine.ringFlags == (config.choice == .ioUring ? config.flags : nil))
         let pool = try BufferPool(count: 32, bufferBytes: 16384)
         let registration = engine.register(pool)
-        if choice == .ioUring { #expect(registration == .registered(firstSlot: 0)) }
+        if config.choice == .ioUring { #expect(registration == .registered(firstSlot: 0)) }
         let file = try DirectFile(path: path, options: OpenOptions(access: .readOnly), engine: engine)
         let isDirect = file.isDirect
         #expect(isDirect)
@@ -48,11 +55,11 @@ import Testing
             }
         }
         #expect(pool.available == pool.count)
-        if choice == .ioUring { #expect(engine.statistics.fixedBufferRequests == total) }
+        if config.choice == .ioUring { #expect(engine.statistics.fixedBufferRequests == total) }
     }
 
     @Test(arguments: engines)
-    func batchedWritesLandWherePreadFindsThem(choice: IOEngine.Choice) throws {
+    func batchedWritesLandWherePreadFindsThem(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
@@ -61,7 +68,7 @@ import Testing
         var model = [UInt8](repeating: 0, count: blocks * blockBytes)
         try TestSupport.referenceWrite(path, model)
 
-        let engine = try IOEngine(choice, queueDepth: 16)
+        let engine = try config.make(queueDepth: 16)
         let pool = try BufferPool(count: 16, bufferBytes: blockBytes)
         engine.register(pool)
         let file = try DirectFile(path: path, engine: engine)
@@ -98,13 +105,13 @@ import Testing
     }
 
     @Test(arguments: engines)
-    func concurrentBatchedWritesToDistinctBlocks(choice: IOEngine.Choice) throws {
+    func concurrentBatchedWritesToDistinctBlocks(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
         let blockBytes = 8192
         let blocks = 256
-        let engine = try IOEngine(choice, queueDepth: 32)
+        let engine = try config.make(queueDepth: 32)
         let pool = try BufferPool(count: 32, bufferBytes: blockBytes)
         engine.register(pool)
         let file = try DirectFile(path: path, options: OpenOptions(create: true, truncate: true), engine: engine)
@@ -131,11 +138,11 @@ import Testing
     }
 
     @Test(arguments: engines)
-    func synchronousRoundTripThroughPoolAndAlignedBuffers(choice: IOEngine.Choice) throws {
+    func synchronousRoundTripThroughPoolAndAlignedBuffers(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
-        let engine = try IOEngine(choice)
+        let engine = try config.make()
         let pool = try BufferPool(count: 2, bufferBytes: 65536)
         engine.register(pool)
         let file = try DirectFile(path: path, options: OpenOptions(create: true), engine: engine)
@@ -164,11 +171,11 @@ import Testing
     }
 
     @Test(arguments: engines)
-    func vectoredWriteAndReadMatchReference(choice: IOEngine.Choice) throws {
+    func vectoredWriteAndReadMatchReference(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
-        let engine = try IOEngine(choice)
+        let engine = try config.make()
         let file = try DirectFile(path: path, options: OpenOptions(create: true), engine: engine)
         let sizes = [4096, 12288, 512, 1024]
         let one = try AlignedBuffer(byteCount: 32768)
@@ -196,13 +203,13 @@ import Testing
     }
 
     @Test(arguments: engines)
-    func readsAtAndPastEndOfFileAreShortCounts(choice: IOEngine.Choice) throws {
+    func readsAtAndPastEndOfFileAreShortCounts(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
         let reference = TestSupport.pattern(count: 10000, seed: 5)
         try TestSupport.referenceWrite(path, reference)
-        let engine = try IOEngine(choice)
+        let engine = try config.make()
         let file = try DirectFile(path: path, options: OpenOptions(access: .readOnly), engine: engine)
         var buffer = try AlignedBuffer(byteCount: 16384)
         let result8 = try file.read(into: &buffer, at: 0)
@@ -218,11 +225,11 @@ import Testing
     }
 
     @Test(arguments: engines)
-    func syncPreallocateAndSize(choice: IOEngine.Choice) throws {
+    func syncPreallocateAndSize(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
-        let engine = try IOEngine(choice)
+        let engine = try config.make()
         let file = try DirectFile(path: path, options: OpenOptions(create: true, exclusive: true), engine: engine)
         let result12 = try file.size()
         #expect(result12 == 0)
@@ -239,7 +246,7 @@ import Testing
         #expect(try TestSupport.referenceRead(path, count: 4096) == [UInt8](repeating: 0, count: 4096))
     }
 
-    @Test(arguments: engines)
+    @Test(arguments: [IOEngine.Choice.ioUring, .blocking])
     func automaticHonoursTheEnvironmentOverride(choice: IOEngine.Choice) throws {
         // The override is read when an engine is made; a child process keeps this test from
         // changing the environment of the tests running beside it.
@@ -249,6 +256,18 @@ import Testing
         let json = try TestSupport.json(result.output)
         #expect(json["engine"] as? String == name)
     }
+}
+
+/// An engine configuration the shared suite runs on.
+struct EngineConfig: Sendable, CustomTestStringConvertible {
+    let choice: IOEngine.Choice
+    let flags: RingSetupFlags
+
+    func make(queueDepth: Int = 64) throws -> IOEngine {
+        try IOEngine(choice, queueDepth: queueDepth, ringFlags: flags)
+    }
+
+    var testDescription: String { choice == .blocking ? "blocking" : "io_uring \(flags)" }
 }
 
 /// A seeded generator for offsets (splitmix64).
@@ -262,4 +281,34 @@ struct SplitMix {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+@Suite struct SingleIssuerTests {
+    @Test func aThreadPerCoreEngineRefusesOtherThreadsWithATypedError() throws {
+        let engine = try IOEngine(.ioUring, queueDepth: 4, ringFlags: .threadPerCore)
+        #expect(engine.ringFlags?.contains(.singleIssuer) == true)
+        try engine.flush()
+        // Another thread must get DirectIO's error, before the kernel's EEXIST could arise.
+        let box = UncheckedBox(engine)
+        let outcome = Mutex<String?>(nil)
+        let thread = Thread {
+            do throws(DirectIOError) {
+                try box.value.flush()
+                outcome.withLock { $0 = "no error" }
+            } catch {
+                let detail = error.detail ?? ""
+                outcome.withLock { $0 = detail }
+            }
+        }
+        thread.start()
+        while thread.isExecuting || !thread.isFinished { usleep(1000) }
+        #expect(outcome.withLock { $0 }?.contains("SINGLE_ISSUER") == true)
+    }
+}
+
+/// Moves a non-Sendable engine to another thread for the single-issuer test only: the test
+/// thread does not touch it while the other thread runs (it waits for that thread to finish).
+final class UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

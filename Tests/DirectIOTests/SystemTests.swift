@@ -54,8 +54,8 @@ struct SystemTests {
 
     /// Writes and reads back through DirectFile, compared with pread on a buffered descriptor.
     private func roundTrip(_ path: String, blockBytes: Int, options: OpenOptions = OpenOptions(create: true), seed: UInt64) throws {
-        for choice in EngineTests.engines {
-            let engine = try IOEngine(choice)
+        for config in EngineTests.engines {
+            let engine = try config.make()
             let pool = try BufferPool(count: 2, bufferBytes: 65536)
             engine.register(pool)
             let file = try DirectFile(path: path, options: options, engine: engine)
