@@ -25,6 +25,7 @@ _Static_assert(offsetof(struct dio_statx, stx_dio_mem_align) == 0x98, "stx_dio_m
 _Static_assert(offsetof(struct dio_statx, stx_dio_read_offset_align) == 0xb4,
                "stx_dio_read_offset_align at 0xb4");
 _Static_assert(sizeof(struct dio_statx) == sizeof(struct statx), "statx mirror");
+_Static_assert(DIO_IOSQE_FIXED_FILE == IOSQE_FIXED_FILE, "IOSQE_FIXED_FILE value");
 #ifdef O_DIRECT
 _Static_assert(DIO_O_DIRECT == O_DIRECT, "O_DIRECT value");
 #endif

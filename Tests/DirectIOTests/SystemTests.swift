@@ -144,6 +144,41 @@ struct SystemTests {
         #expect(lengthError?.detail?.contains("length 512") == true)
     }
 
+    @Test(.enabled(if: TestSupport.kernelHasMSDOSPartitions, "this kernel has no CONFIG_MSDOS_PARTITION, so loop devices get no partitions (QueueLimitsTests covers the resolution on a fake sysfs)"))
+    func aPartitionReportsItsDisksQueueLimits() throws {
+        // An MBR with one partition from sector 2048, written by hand (no partitioning tool
+        // needed); `losetup --partscan` then creates /dev/loopNp1, whose queue is loopN's.
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let image = directory + "/disk.img"
+        var mbr = [UInt8](repeating: 0, count: 512)
+        let entry = 446
+        mbr[entry + 4] = 0x83  // Linux
+        let start: UInt32 = 2048, sectors: UInt32 = 30 * 2048
+        for byte in 0..<4 {
+            mbr[entry + 8 + byte] = UInt8(truncatingIfNeeded: start >> (8 * UInt32(byte)))
+            mbr[entry + 12 + byte] = UInt8(truncatingIfNeeded: sectors >> (8 * UInt32(byte)))
+        }
+        mbr[510] = 0x55
+        mbr[511] = 0xAA
+        try TestSupport.referenceWrite(image, mbr)
+        try #require(truncate(image, 32 << 20) == 0)
+        let attach = try TestSupport.run(["losetup", "--find", "--show", "--partscan", image])
+        try #require(attach.status == 0, "losetup: \(attach.error)")
+        let disk = attach.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? TestSupport.run(["losetup", "-d", disk]) }
+        let partition = disk + "p1"
+        var waited = 0
+        while access(partition, F_OK) != 0 && waited < 100 { usleep(20_000); waited += 1 }
+        try #require(access(partition, F_OK) == 0, "\(partition) did not appear")
+        let json = try inspect(partition)
+        #expect(json["blockDevice"] as? Bool == true)
+        #expect(json["deviceName"] as? String == String(disk.dropFirst("/dev/".count)))
+        #expect(json["maxSegments"] as? Int == (try sysfs(String(disk.dropFirst("/dev/".count)), "max_segments")))
+        try roundTrip(partition, blockBytes: 512, options: OpenOptions(), seed: 16)
+        #expect(try TestSupport.referenceRead(image, count: 512) == mbr)
+    }
+
     @Test(.enabled(if: TestSupport.which("mkfs.xfs") != nil, "mkfs.xfs not installed (apt-get install xfsprogs)"))
     func xfsOnLoopLimitsEqualStatxAndSysfs() throws {
         let directory = try TestSupport.scratchDirectory()

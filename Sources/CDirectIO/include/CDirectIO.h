@@ -88,6 +88,9 @@
 #define IORING_ASYNC_CANCEL_ALL (1U << 0)
 #endif
 
+// IOSQE_FIXED_FILE is built from an enum constant (IOSQE_FIXED_FILE_BIT) and does not import.
+static const uint8_t DIO_IOSQE_FIXED_FILE = 1U << 0;
+
 // Offsets for mmap of the rings (stable since 5.1).
 static const uint64_t DIO_IORING_OFF_SQ_RING = 0ULL;
 static const uint64_t DIO_IORING_OFF_CQ_RING = 0x8000000ULL;

@@ -23,8 +23,8 @@ public struct QueueLimits: Sendable, Hashable {
 
     /// Reads the limits for device `major:minor`, resolving a partition to its disk.
     /// Returns nil for devices without a block queue (tmpfs, NFS, other anonymous devices).
-    static func read(major: UInt32, minor: UInt32) -> QueueLimits? {
-        let link = "/sys/dev/block/\(major):\(minor)"
+    static func read(major: UInt32, minor: UInt32, sysfs: String = "/sys") -> QueueLimits? {
+        let link = "\(sysfs)/dev/block/\(major):\(minor)"
         guard var directory = resolvedPath(link) else { return nil }
         // A partition has no queue of its own: its limits are its disk's, one level up.
         if access(directory + "/partition", F_OK) == 0 {

@@ -11,6 +11,7 @@ final class BlockingBackend: EngineBackend {
 
     var kind: EngineKind { .blocking }
     var fixedBufferSlots: Int { 0 }
+    var fixedFileSlots: Int { 0 }
 
     init(capacity: Int) {
         submissionCapacity = capacity
@@ -54,6 +55,10 @@ final class BlockingBackend: EngineBackend {
     }
 
     func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) {
+        throw .notSupported
+    }
+
+    func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) {
         throw .notSupported
     }
 

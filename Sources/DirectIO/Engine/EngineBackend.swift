@@ -40,4 +40,10 @@ protocol EngineBackend: AnyObject {
 
     /// Points fixed-buffer slots `first...` at `regions` (empty regions clear slots).
     func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno)
+
+    /// Fixed-file slots available, 0 when the backend has none.
+    var fixedFileSlots: Int { get }
+
+    /// Points fixed-file slots `first...` at `fds` (-1 clears a slot).
+    func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno)
 }

@@ -29,6 +29,7 @@ public final class IOEngine {
     private var collected: [RawCompletion] = []
     private var pendingCancels = 0
     private var fixedSlots: FixedSlotAllocator
+    private var fileSlots: FixedSlotAllocator
     private var pools: [ObjectIdentifier: (pool: BufferPool, firstSlot: Int)] = [:]
     private var lastPool: (id: ObjectIdentifier, firstSlot: Int)? = nil
     private let ownerThread: pthread_t?
@@ -50,7 +51,8 @@ public final class IOEngine {
     ///   - ringFlags: `.anyThread` (default) or `.threadPerCore` (fio's flags: fastest, but
     ///     the engine must stay on the creating thread).
     ///   - fixedBufferSlots: size of the sparse fixed-buffer table pools register into.
-    public init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedBufferSlots: Int = 1024) throws(DirectIOError) {
+    ///   - fixedFileSlots: size of the sparse fixed-file table files register into when opened.
+    public init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
         guard queueDepth > 0 && queueDepth <= 32_768 else {
             throw DirectIOError(.invalidArgument, operation: "create engine", detail: "queue depth \(queueDepth) is outside 1...32768")
         }
@@ -63,8 +65,8 @@ public final class IOEngine {
         var backend: (any EngineBackend)? = nil
         if resolved != .blocking {
             do {
-                let ring = try RingBackend(entries: UInt32(queueDepth), flags: ringFlags, fixedBufferSlots: fixedBufferSlots)
-                if let note = ring.fixedBufferNote { notes.append(note) }
+                let ring = try RingBackend(entries: UInt32(queueDepth), flags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots)
+                notes += ring.registrationNotes
                 backend = ring
             } catch {
                 if resolved == .ioUring { throw error }
@@ -79,6 +81,7 @@ public final class IOEngine {
         self.capacity = queueDepth
         self.ownerThread = ringFlags.contains(.singleIssuer) && chosen.kind == .ioUring ? pthread_self() : nil
         self.fixedSlots = FixedSlotAllocator(count: chosen.fixedBufferSlots)
+        self.fileSlots = FixedSlotAllocator(count: chosen.fixedFileSlots)
         slots = .allocate(capacity: queueDepth)
         for index in 0..<queueDepth { (slots + index).initialize(to: Slot()) }
         freeSlots = (0..<Int32(queueDepth)).reversed()
@@ -151,6 +154,36 @@ public final class IOEngine {
         guard let entry = pools[slot.pool] else { return nil }
         lastPool = (slot.pool, entry.firstSlot)
         return UInt16(entry.firstSlot + slot.index)
+    }
+
+    // MARK: Fixed files
+
+    /// Puts `fd` in the ring's fixed-file table; returns its slot, or nil when there is no
+    /// table or no free slot (requests then name the descriptor, which is only slower).
+    func registerFile(_ fd: Int32) -> Int32? {
+        guard let slot = fileSlots.allocate(1) else { return nil }
+        do { try backend.updateFixedFiles(first: slot, fds: [fd]) } catch {
+            fileSlots.release(slot, 1)
+            return nil
+        }
+        return Int32(slot)
+    }
+
+    /// Hands every queued request to the kernel. Called before a descriptor is closed or its
+    /// fixed-file slot emptied: a request still in the submission queue names the file only by
+    /// number, and that number may belong to another file by the time it would be submitted.
+    /// Once submitted, the kernel holds its own reference to the file.
+    func submitBeforeClosing() {
+        // An enter that fails here fails again at the next submit, which reports it.
+        _ = try? backendSubmit(waitingFor: 0)
+    }
+
+    /// Empties fixed-file slot `slot`. Requests in flight that name it keep their own
+    /// reference to the file, so this is safe at any time.
+    func unregisterFile(slot: Int32) {
+        // Fails only if the ring is gone, and then its table is gone with it.
+        _ = try? backend.updateFixedFiles(first: Int(slot), fds: [-1])
+        fileSlots.release(Int(slot), 1)
     }
 
     // MARK: Synchronous requests
@@ -262,6 +295,7 @@ public final class IOEngine {
         slot.pointee.begin(operation: operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: batched)
         statistics.submitted += 1
         if operation.opcode == .readFixed || operation.opcode == .writeFixed { statistics.fixedBufferRequests += 1 }
+        if operation.fileSlot >= 0 { statistics.fixedFileRequests += 1 }
         try enqueue(index)
         return index
     }
@@ -393,6 +427,8 @@ public struct EngineStatistics: Sendable, Equatable {
     public var resubmissions = 0
     /// Requests that used registered buffers (READ_FIXED/WRITE_FIXED).
     public var fixedBufferRequests = 0
+    /// Requests that named their file by fixed-file slot.
+    public var fixedFileRequests = 0
 }
 
 /// The engine's record of one request.

@@ -7,7 +7,11 @@ import Glibc
 /// build them, from buffers they keep borrowed or own for that long.
 struct IOOperation {
     var opcode: Opcode
+    /// The descriptor (the blocking engine always uses it).
     var fd: Int32
+    /// The descriptor's slot in the ring's fixed-file table, when it has one: the ring names
+    /// the file by slot (IOSQE_FIXED_FILE) instead.
+    var fileSlot: Int32 = -1
     /// Buffer address (READ/WRITE/…_FIXED), iovec array (READV/WRITEV), or 0.
     var address: UInt = 0
     /// Bytes (READ/WRITE/…_FIXED) or iovec count (READV/WRITEV).
@@ -22,24 +26,24 @@ struct IOOperation {
     /// READ_FIXED/WRITE_FIXED: the fixed-buffer slot holding `address`.
     var bufferIndex: UInt16 = 0
 
-    static func read(fd: Int32, into address: UnsafeMutableRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
-        IOOperation(opcode: fixedSlot == nil ? .read : .readFixed, fd: fd, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
+    static func read(fd: Int32, fileSlot: Int32 = -1, into address: UnsafeMutableRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
+        IOOperation(opcode: fixedSlot == nil ? .read : .readFixed, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
     }
 
-    static func write(fd: Int32, from address: UnsafeRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
-        IOOperation(opcode: fixedSlot == nil ? .write : .writeFixed, fd: fd, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
+    static func write(fd: Int32, fileSlot: Int32 = -1, from address: UnsafeRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
+        IOOperation(opcode: fixedSlot == nil ? .write : .writeFixed, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
     }
 
-    static func vectored(_ opcode: Opcode, fd: Int32, vectors: UnsafeMutablePointer<iovec>, count: Int, at offset: Int64) -> IOOperation {
-        IOOperation(opcode: opcode, fd: fd, address: UInt(bitPattern: vectors), length: UInt32(count), offset: offset)
+    static func vectored(_ opcode: Opcode, fd: Int32, fileSlot: Int32 = -1, vectors: UnsafeMutablePointer<iovec>, count: Int, at offset: Int64) -> IOOperation {
+        IOOperation(opcode: opcode, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: vectors), length: UInt32(count), offset: offset)
     }
 
-    static func fsync(fd: Int32, dataOnly: Bool) -> IOOperation {
-        IOOperation(opcode: .fsync, fd: fd, dataOnly: dataOnly)
+    static func fsync(fd: Int32, fileSlot: Int32 = -1, dataOnly: Bool) -> IOOperation {
+        IOOperation(opcode: .fsync, fd: fd, fileSlot: fileSlot, dataOnly: dataOnly)
     }
 
-    static func fallocate(fd: Int32, mode: Int32, offset: Int64, length: Int64) -> IOOperation {
-        IOOperation(opcode: .fallocate, fd: fd, offset: offset, allocateLength: length, mode: mode)
+    static func fallocate(fd: Int32, fileSlot: Int32 = -1, mode: Int32, offset: Int64, length: Int64) -> IOOperation {
+        IOOperation(opcode: .fallocate, fd: fd, fileSlot: fileSlot, offset: offset, allocateLength: length, mode: mode)
     }
 
     static func nop() -> IOOperation { IOOperation(opcode: .nop, fd: -1) }

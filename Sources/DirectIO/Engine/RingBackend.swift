@@ -7,8 +7,9 @@ final class RingBackend: EngineBackend {
     var ring: IORing
     let opcodes: OpcodeSupport
     let fixedBufferSlots: Int
-    /// Why the fixed-buffer table could not be registered, when it could not.
-    let fixedBufferNote: String?
+    let fixedFileSlots: Int
+    /// Why the fixed-buffer or fixed-file table could not be registered, when it could not.
+    let registrationNotes: [String]
 
     var kind: EngineKind { .ioUring }
     var submissionCapacity: Int { Int(ring.sq.entries) }
@@ -17,7 +18,7 @@ final class RingBackend: EngineBackend {
     /// same release as the probe): on an older kernel the blocking engine is used instead.
     static let requiredOpcodes: [Opcode] = [.read, .write, .readv, .writev, .fsync, .nop, .asyncCancel]
 
-    init(entries: UInt32, flags: RingSetupFlags, fixedBufferSlots wantedSlots: Int) throws(DirectIOError) {
+    init(entries: UInt32, flags: RingSetupFlags, fixedBufferSlots wantedSlots: Int, fixedFileSlots wantedFiles: Int) throws(DirectIOError) {
         let ring: IORing
         do { ring = try IORing(entries: entries, flags: flags) } catch {
             throw .system(error, operation: "create io_uring", call: "io_uring_setup")
@@ -31,13 +32,22 @@ final class RingBackend: EngineBackend {
             throw DirectIOError(.unsupported, operation: "create io_uring", detail: "kernel lacks \(missing.map(\.description).joined(separator: ", "))")
         }
         var slots = 0
-        var note: String? = nil
+        var notes: [String] = []
         if wantedSlots > 0 && opcodes.supports(.readFixed) && opcodes.supports(.writeFixed) {
             do {
                 try ring.registerSparseBuffers(count: UInt32(wantedSlots))
                 slots = wantedSlots
             } catch {
-                note = "sparse fixed-buffer table refused (io_uring_register BUFFERS2: \(error)); needs Linux 5.19"
+                notes.append("sparse fixed-buffer table refused (io_uring_register BUFFERS2: \(error)); needs Linux 5.19")
+            }
+        }
+        var files = 0
+        if wantedFiles > 0 {
+            do {
+                try ring.registerSparseFiles(count: UInt32(wantedFiles))
+                files = wantedFiles
+            } catch {
+                notes.append("sparse fixed-file table refused (io_uring_register FILES2: \(error)); files are named by descriptor")
             }
         }
         // Close the ring on exec: nothing in a new program may use it.
@@ -45,7 +55,8 @@ final class RingBackend: EngineBackend {
         self.ring = ring
         self.opcodes = opcodes
         self.fixedBufferSlots = slots
-        self.fixedBufferNote = note
+        self.fixedFileSlots = files
+        self.registrationNotes = notes
     }
 
     @inline(__always)
@@ -62,6 +73,10 @@ final class RingBackend: EngineBackend {
             // Cancellation has its own entry point; SPLICE and SEND_ZC belong to the transfer
             // layer. Neither reaches here from IOEngine, so queue a NOP that completes at once.
             sqe.prepareNop()
+        }
+        if op.fileSlot >= 0 {
+            sqe.pointee.fd = op.fileSlot
+            sqe.pointee.flags |= DIO_IOSQE_FIXED_FILE
         }
         sqe.pointee.user_data = userData
         return true
@@ -98,5 +113,9 @@ final class RingBackend: EngineBackend {
 
     func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) {
         try ring.updateBuffers(first: UInt32(first), regions: regions)
+    }
+
+    func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) {
+        try ring.updateFiles(first: UInt32(first), fds: fds)
     }
 }

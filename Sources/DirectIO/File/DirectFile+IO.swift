@@ -12,7 +12,7 @@ extension DirectFile {
     public func read<Buffer: IOBuffer & ~Copyable>(into buffer: inout Buffer, count: Int? = nil, at offset: Int64) throws(DirectIOError) -> Int {
         let length = count ?? buffer.count
         try checkFits(length, in: buffer.count, operation: "read", offset: offset)
-        let operation = IOOperation.read(fd: descriptor, into: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
         return try run(operation, name: "read", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length)
     }
 
@@ -21,7 +21,7 @@ extension DirectFile {
     public func write<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64) throws(DirectIOError) -> Int {
         let length = count ?? buffer.count
         try checkFits(length, in: buffer.count, operation: "write", offset: offset)
-        let operation = IOOperation.write(fd: descriptor, from: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
         return try run(operation, name: "write", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length)
     }
 
@@ -31,14 +31,14 @@ extension DirectFile {
     /// (misaligned memory is the bounce layer's job, not this call's).
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
         guard let base = buffer.baseAddress else { return try checkEmpty("read", offset) }
-        let operation = IOOperation.read(fd: descriptor, into: base, count: buffer.count, at: offset, fixedSlot: nil)
+        let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: base, count: buffer.count, at: offset, fixedSlot: nil)
         return try run(operation, name: "read", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
     }
 
     /// Writes caller memory, which must meet `limits.memoryAlignment` for direct I/O.
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
         guard let base = buffer.baseAddress else { return try checkEmpty("write", offset) }
-        let operation = IOOperation.write(fd: descriptor, from: base, count: buffer.count, at: offset, fixedSlot: nil)
+        let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: base, count: buffer.count, at: offset, fixedSlot: nil)
         return try run(operation, name: "write", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
     }
 
@@ -61,7 +61,7 @@ extension DirectFile {
         let length = count ?? buffer.count
         try checkFits(length, in: buffer.count, operation: "read", offset: offset)
         try checkArguments(name: "read", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length, isRead: true)
-        let operation = IOOperation.read(fd: descriptor, into: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
         try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: true))
     }
 
@@ -70,7 +70,7 @@ extension DirectFile {
         let length = count ?? buffer.count
         try checkFits(length, in: buffer.count, operation: "write", offset: offset)
         try checkArguments(name: "write", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length, isRead: false)
-        let operation = IOOperation.write(fd: descriptor, from: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
         try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: false))
     }
 
@@ -96,7 +96,7 @@ extension DirectFile {
         let copy = UnsafeMutablePointer<iovec>.allocate(capacity: vectors.count)
         defer { copy.deallocate() }
         copy.initialize(from: vectors, count: vectors.count)
-        let operation = IOOperation.vectored(opcode, fd: descriptor, vectors: copy, count: vectors.count, at: offset)
+        let operation = IOOperation.vectored(opcode, fd: descriptor, fileSlot: fileSlot, vectors: copy, count: vectors.count, at: offset)
         let outcome = try engine.perform(operation, blockBytes: blockBytes(isRead: opcode == .readv))
         if let errno = outcome.errno {
             throw failure(errno, name: name, call: engine.kind == .ioUring ? opcode.description : (opcode == .readv ? "preadv" : "pwritev"), address: nil, offset: offset, length: total, isRead: opcode == .readv, done: outcome.bytes)

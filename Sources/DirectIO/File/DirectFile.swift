@@ -17,6 +17,8 @@ public struct DirectFile: ~Copyable {
     private let owner: DescriptorOwner
     /// The open file descriptor; valid while this value lives.
     public var descriptor: Int32 { owner.fd }
+    /// The descriptor's slot in the engine's fixed-file table, or -1.
+    var fileSlot: Int32 { owner.fileSlot }
     /// The device's limits for this file.
     public let limits: DeviceLimits
     /// Whether I/O bypasses the page cache (O_DIRECT is set).
@@ -73,7 +75,7 @@ public struct DirectFile: ~Copyable {
             direct = false
         }
         self.path = path
-        self.owner = DescriptorOwner(fd: fd)
+        self.owner = DescriptorOwner(fd: fd, fileSlot: engine.registerFile(fd) ?? -1, engine: engine)
         self.limits = limits
         self.isDirect = direct
         self.fallbackNote = note
@@ -119,7 +121,7 @@ public struct DirectFile: ~Copyable {
         guard offset >= 0, length > 0 else {
             throw DirectIOError(.invalidArgument, operation: "preallocate", path: path, offset: offset, length: Int(length), detail: "offset must be non-negative and length positive")
         }
-        let operation = IOOperation.fallocate(fd: descriptor, mode: keepSize ? DIO_FALLOC_FL_KEEP_SIZE : 0, offset: offset, length: length)
+        let operation = IOOperation.fallocate(fd: descriptor, fileSlot: fileSlot, mode: keepSize ? DIO_FALLOC_FL_KEEP_SIZE : 0, offset: offset, length: length)
         let outcome = try engine.supports(.fallocate) ? engine.perform(operation) : IOOutcome(bytes: 0, errno: Self.errno(of: BlockingBackend.perform(operation)))
         if let errno = outcome.errno {
             throw .system(errno, operation: "preallocate", call: engine.kind == .ioUring ? "FALLOCATE" : "fallocate", path: path, offset: offset, length: Int(length))
@@ -128,7 +130,7 @@ public struct DirectFile: ~Copyable {
 
     /// Makes written data durable: `.data` is fdatasync, `.full` is fsync.
     public func sync(_ kind: SyncKind = .full) throws(DirectIOError) {
-        let outcome = try engine.perform(.fsync(fd: descriptor, dataOnly: kind == .data))
+        let outcome = try engine.perform(.fsync(fd: descriptor, fileSlot: fileSlot, dataOnly: kind == .data))
         if let errno = outcome.errno {
             throw .system(errno, operation: kind == .data ? "data sync" : "sync", call: engine.kind == .ioUring ? "FSYNC" : (kind == .data ? "fdatasync" : "fsync"), path: path)
         }
@@ -137,17 +139,33 @@ public struct DirectFile: ~Copyable {
     private static func errno(of result: Int32) -> Errno? { result < 0 ? Errno(rawValue: -result) : nil }
 }
 
-/// The single owner of a file descriptor: closes it when dropped.
+/// The single owner of a file descriptor and its fixed-file slot: releases both when dropped.
 struct DescriptorOwner: ~Copyable {
-    let fd: Int32
+    private(set) var fd: Int32
+    private(set) var fileSlot: Int32
+    let engine: IOEngine
 
+    init(fd: Int32, fileSlot: Int32, engine: IOEngine) {
+        self.fd = fd
+        self.fileSlot = fileSlot
+        self.engine = engine
+    }
+
+    /// Releases the slot and closes, reporting close's error. `discard self` is not available
+    /// to a type holding a class reference, so the fields are cleared for `deinit` to skip.
     consuming func close() throws(Errno) {
-        let fd = self.fd
-        discard self
-        try Sys.close(fd)
+        engine.submitBeforeClosing()
+        if fileSlot >= 0 { engine.unregisterFile(slot: fileSlot) }
+        let descriptor = fd
+        fd = -1
+        fileSlot = -1
+        try Sys.close(descriptor)
     }
 
     deinit {
+        guard fd >= 0 else { return }
+        engine.submitBeforeClosing()
+        if fileSlot >= 0 { engine.unregisterFile(slot: fileSlot) }
         // Synchronous requests have completed before their calls returned; a batched request
         // still in flight on this descriptor keeps the open file alive in the kernel and fails
         // or completes normally, so closing here never exposes memory.

@@ -47,9 +47,9 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
 enum RegisterOpcode: UInt32 {
     case registerBuffers = 0
     case unregisterBuffers = 1
-    case registerFiles = 2
-    case unregisterFiles = 3
     case registerProbe = 8
+    case registerFiles2 = 13
+    case updateFiles2 = 14
     case registerBuffers2 = 15
     case updateBuffers = 16
 
@@ -57,9 +57,9 @@ enum RegisterOpcode: UInt32 {
         switch self {
         case .registerBuffers: "IORING_REGISTER_BUFFERS"
         case .unregisterBuffers: "IORING_UNREGISTER_BUFFERS"
-        case .registerFiles: "IORING_REGISTER_FILES"
-        case .unregisterFiles: "IORING_UNREGISTER_FILES"
         case .registerProbe: "IORING_REGISTER_PROBE"
+        case .registerFiles2: "IORING_REGISTER_FILES2"
+        case .updateFiles2: "IORING_REGISTER_FILES_UPDATE2"
         case .registerBuffers2: "IORING_REGISTER_BUFFERS2"
         case .updateBuffers: "IORING_REGISTER_BUFFERS_UPDATE"
         }

@@ -87,6 +87,12 @@ enum TestSupport {
         return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
 
+    /// Whether the running kernel reads MBR partition tables (loop devices then get partitions).
+    static var kernelHasMSDOSPartitions: Bool {
+        guard let result = try? run(["sh", "-c", "zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_MSDOS_PARTITION=y' || grep -q '^CONFIG_MSDOS_PARTITION=y' /boot/config-$(uname -r) 2>/dev/null"]) else { return false }
+        return result.status == 0
+    }
+
     static func which(_ tool: String) -> String? {
         for directory in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
             let path = directory + "/" + tool

@@ -1,0 +1,124 @@
+import Glibc
+import Testing
+@testable import DirectIO
+
+/// Fixed files, fixed buffers and the memory behind them.
+@Suite struct RegistrationTests {
+    @Test func filesTakeFixedSlotsAndGiveThemBackOnClose() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let reference = TestSupport.pattern(count: 4096, seed: 12)
+        try TestSupport.referenceWrite(path, reference)
+        // Twice as many opens as table slots: each close must free its slot.
+        let engine = try IOEngine(.ioUring, queueDepth: 4, fixedFileSlots: 8)
+        var buffer = try AlignedBuffer(byteCount: 4096)
+        for round in 0..<16 {
+            let file = try DirectFile(path: path, options: OpenOptions(access: .readOnly), engine: engine)
+            let slot = file.fileSlot
+            #expect(slot >= 0, "round \(round)")
+            let got = try file.read(into: &buffer, at: 0)
+            #expect(got == 4096)
+            #expect(buffer.bytes() == reference)
+            if round % 2 == 0 { try file.close() }
+        }
+        #expect(engine.statistics.fixedFileRequests == 16)
+    }
+
+    @Test(arguments: EngineTests.engines)
+    func closingAFileSubmitsItsQueuedRequestsFirst(config: EngineConfig) throws {
+        // A queued request names its file by number; closing must not let that number reach
+        // the kernel after it has been given to another file.
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let engine = try config.make(queueDepth: 8)
+        let pool = try BufferPool(count: 4, bufferBytes: 4096)
+        engine.register(pool)
+        let first = directory + "/first"
+        let second = directory + "/second"
+        let bytes = TestSupport.pattern(count: 4096, seed: 13)
+        do {
+            let file = try DirectFile(path: first, options: OpenOptions(create: true), engine: engine)
+            guard var buffer = pool.take() else { Issue.record("pool empty"); return }
+            buffer.copy(from: bytes)
+            try file.submitWrite(buffer, at: 0, tag: 1)
+            try file.close()
+        }
+        // The next file likely reuses the descriptor number and the fixed-file slot.
+        let other = try DirectFile(path: second, options: OpenOptions(create: true), engine: engine)
+        var outcomes: [IOOutcome] = []
+        try engine.reap(minimum: 1) { outcomes.append($0.outcome) }
+        #expect(outcomes == [IOOutcome(bytes: 4096, errno: nil)])
+        #expect(try TestSupport.referenceRead(first, count: 8192) == bytes)
+        let otherSize = try other.size()
+        #expect(otherSize == 0)
+        #expect(try TestSupport.referenceRead(second, count: 8192) == [])
+    }
+
+    @Test func hugePagePoolsWorkAndSayWhatTheyGot() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let pool = try BufferPool(count: 4, bufferBytes: 1 << 20, hugePages: .preferred)
+        // Either hugetlb pages were reserved, or the fallback is reported.
+        #expect(pool.mapping.hugePages != .none)
+        if pool.mapping.hugePages == .transparent {
+            #expect(pool.mapping.notes.contains { $0.contains("MAP_HUGETLB refused") })
+        }
+        #expect(pool.mapping.mappedBytes % MappedRegion.hugePageBytes == 0)
+        let engine = try IOEngine(.ioUring)
+        #expect(engine.register(pool) == .registered(firstSlot: 0))
+        let file = try DirectFile(path: path, options: OpenOptions(create: true), engine: engine)
+        guard var buffer = pool.take() else { Issue.record("pool empty"); return }
+        let bytes = TestSupport.pattern(count: 1 << 20, seed: 14)
+        buffer.copy(from: bytes)
+        let written = try file.write(buffer, at: 0)
+        #expect(written == 1 << 20)
+        #expect(try TestSupport.referenceRead(path, count: 1 << 20) == bytes)
+    }
+
+    @Test func spansReachTheSameBytesTheKernelWrote() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let reference = TestSupport.pattern(count: 8192, seed: 15)
+        try TestSupport.referenceWrite(path, reference)
+        let file = try DirectFile(path: path)
+        var buffer = try AlignedBuffer(byteCount: 8192)
+        buffer.withMutableBytes { span in
+            for index in 0..<span.byteCount { span.storeBytes(of: 0, toByteOffset: index, as: UInt8.self) }
+        }
+        _ = try file.read(into: &buffer, at: 0)
+        let sum = buffer.withBytes { span in
+            var total = 0
+            for index in 0..<span.byteCount { total += Int(span.unsafeLoad(fromByteOffset: index, as: UInt8.self)) }
+            return total
+        }
+        #expect(sum == reference.reduce(0) { $0 + Int($1) })
+        #expect(buffer.report.locked)
+    }
+
+    @Test func poolBuffersComeBackWhenDroppedAndPoolsNeverShrink() throws {
+        let pool = try BufferPool(count: 3, bufferBytes: 1000)
+        #expect(pool.bufferBytes == Sys.pageSize)  // rounded up so every buffer is page-aligned
+        do {
+            guard let a = pool.take(), let b = pool.take(), let c = pool.take() else {
+                Issue.record("a 3-buffer pool gave fewer than 3")
+                return
+            }
+            var fourth = false
+            if let _ = pool.take() { fourth = true }
+            #expect(!fourth)
+            #expect(pool.available == 0)
+            for address in [a.baseAddress, b.baseAddress, c.baseAddress] {
+                #expect(Int(bitPattern: address) % Sys.pageSize == 0)
+            }
+        }
+        #expect(pool.available == 3)
+        let blocking = try IOEngine(.blocking)
+        let refused = blocking.register(pool)
+        #expect(refused == .refused("the blocking engine has no fixed buffers"))
+        #expect(pool.description.contains("not registered"))
+        #expect(pool.count == 3)
+    }
+}
