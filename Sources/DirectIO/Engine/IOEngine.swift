@@ -28,6 +28,8 @@ public final class IOEngine {
     private var finishedBatch: [Int32] = []
     private var collected: [RawCompletion] = []
     private var pendingCancels = 0
+    /// Batched requests submitted and not yet finished (finished ones wait in `finishedBatch`).
+    private var batchedInFlight = 0
     private var fixedSlots: FixedSlotAllocator
     private var fileSlots: FixedSlotAllocator
     private var pools: [ObjectIdentifier: (pool: BufferPool, firstSlot: Int)] = [:]
@@ -274,12 +276,6 @@ public final class IOEngine {
 
     // MARK: Request state
 
-    private var batchedInFlight: Int {
-        var count = 0
-        for index in 0..<capacity where slots[index].state == .inFlight && slots[index].batched { count += 1 }
-        return count
-    }
-
     private func start(_ operation: IOOperation, tag: UInt64, buffer: consuming PoolBuffer?, blockBytes: Int, batched: Bool) throws(DirectIOError) -> Int {
         try checkThread()
         while freeSlots.isEmpty {
@@ -293,6 +289,7 @@ public final class IOEngine {
         let index = Int(freeSlots.removeLast())
         let slot = slots + index
         slot.pointee.begin(operation: operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: batched)
+        if batched { batchedInFlight += 1 }
         statistics.submitted += 1
         if operation.opcode == .readFixed || operation.opcode == .writeFixed { statistics.fixedBufferRequests += 1 }
         if operation.fileSlot >= 0 { statistics.fixedFileRequests += 1 }
@@ -387,7 +384,10 @@ public final class IOEngine {
     private func finish(_ index: Int, _ outcome: IOOutcome) {
         slots[index].state = .finished
         slots[index].outcome = outcome
-        if slots[index].batched { finishedBatch.append(Int32(index)) }
+        if slots[index].batched {
+            batchedInFlight -= 1
+            finishedBatch.append(Int32(index))
+        }
     }
 
     private func release(_ index: Int) {

@@ -89,7 +89,12 @@ final class RingBackend: EngineBackend {
         return true
     }
 
+    /// How often io_uring_enter may answer EAGAIN/EBUSY with nothing to reap before the error
+    /// is reported (each attempt yields the CPU first).
+    static let busyRetryLimit = 100_000
+
     func submit(waitingFor minimum: Int) throws(Errno) {
+        var busyRetries = 0
         while true {
             do {
                 try ring.submit(waitingFor: minimum)
@@ -101,6 +106,8 @@ final class RingBackend: EngineBackend {
                 // The kernel is short of request memory or holds overflowed CQEs (liburing#281):
                 // the caller reaps what is ready; if nothing is, yield before retrying.
                 if ring.cq.ready > 0 { return }
+                busyRetries += 1
+                if busyRetries > Self.busyRetryLimit { throw .resourceTemporarilyUnavailable }
                 sched_yield()
             }
         }
