@@ -58,20 +58,24 @@ extension DirectFile {
     /// Starts a read into `buffer` without waiting. The engine owns the buffer until the
     /// request completes; `engine.reap` returns it with the outcome and `tag`.
     public func submitRead(into buffer: consuming PoolBuffer, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
-        let length = count ?? buffer.count
-        try checkFits(length, in: buffer.count, operation: "read", offset: offset)
-        try checkArguments(name: "read", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length, isRead: true)
-        let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
-        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: true))
+        try submit(isRead: true, buffer, count: count, at: offset, tag: tag)
     }
 
     /// Starts a write from `buffer` without waiting; see `submitRead`.
     public func submitWrite(_ buffer: consuming PoolBuffer, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+        try submit(isRead: false, buffer, count: count, at: offset, tag: tag)
+    }
+
+    private func submit(isRead: Bool, _ buffer: consuming PoolBuffer, count: Int?, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+        let name = isRead ? "read" : "write"
         let length = count ?? buffer.count
-        try checkFits(length, in: buffer.count, operation: "write", offset: offset)
-        try checkArguments(name: "write", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length, isRead: false)
-        let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
-        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: false))
+        try checkFits(length, in: buffer.count, operation: name, offset: offset)
+        try checkArguments(name: name, address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length, isRead: isRead)
+        let fixed = engine.fixedIndex(of: buffer.poolSlot)
+        let operation = isRead
+            ? IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: buffer.baseAddress, count: length, at: offset, fixedSlot: fixed)
+            : IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: buffer.baseAddress, count: length, at: offset, fixedSlot: fixed)
+        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: isRead))
     }
 
     // MARK: Shared paths

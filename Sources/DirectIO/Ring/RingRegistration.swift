@@ -22,12 +22,7 @@ extension IORing {
     /// (IORING_REGISTER_BUFFERS2 with IORING_RSRC_REGISTER_SPARSE, 5.19+). Slots are filled and
     /// emptied later with `updateBuffers`, without unregistering the rest.
     func registerSparseBuffers(count: UInt32) throws(Errno) {
-        var request = dio_rsrc_register()
-        request.nr = count
-        request.flags = IORING_RSRC_REGISTER_SPARSE
-        _ = try Sys.ioUringRegister(
-            fd, opcode: RegisterOpcode.registerBuffers2.rawValue, arg: &request,
-            count: UInt32(MemoryLayout<dio_rsrc_register>.size))
+        try registerSparse(.registerBuffers2, count: count)
     }
 
     /// Points slots `first ..< first + regions.count` of the fixed-buffer table at `regions`
@@ -35,13 +30,7 @@ extension IORing {
     /// RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK; an empty region (nil, 0) clears a slot.
     func updateBuffers(first: UInt32, regions: [iovec]) throws(Errno) {
         try regions.withUnsafeBufferPointer { (vectors) throws(Errno) in
-            var update = dio_rsrc_update2()
-            update.offset = first
-            update.data = UInt64(UInt(bitPattern: vectors.baseAddress))
-            update.nr = UInt32(vectors.count)
-            _ = try Sys.ioUringRegister(
-                fd, opcode: RegisterOpcode.updateBuffers.rawValue, arg: &update,
-                count: UInt32(MemoryLayout<dio_rsrc_update2>.size))
+            try update(.updateBuffers, first: first, table: UnsafeRawPointer(vectors.baseAddress), count: vectors.count)
         }
     }
 
@@ -50,26 +39,32 @@ extension IORing {
     /// (IOSQE_FIXED_FILE) saves the kernel a file-table lookup and reference count per request,
     /// as fio's `registerfiles` does.
     func registerSparseFiles(count: UInt32) throws(Errno) {
-        var request = dio_rsrc_register()
-        request.nr = count
-        request.flags = IORING_RSRC_REGISTER_SPARSE
-        _ = try Sys.ioUringRegister(
-            fd, opcode: RegisterOpcode.registerFiles2.rawValue, arg: &request,
-            count: UInt32(MemoryLayout<dio_rsrc_register>.size))
+        try registerSparse(.registerFiles2, count: count)
     }
 
     /// Points fixed-file slots `first ..< first + fds.count` at `fds` (-1 clears a slot)
     /// (IORING_REGISTER_FILES_UPDATE2). The table holds its own reference to each file.
     func updateFiles(first: UInt32, fds: [Int32]) throws(Errno) {
         try fds.withUnsafeBufferPointer { (table) throws(Errno) in
-            var update = dio_rsrc_update2()
-            update.offset = first
-            update.data = UInt64(UInt(bitPattern: table.baseAddress))
-            update.nr = UInt32(table.count)
-            _ = try Sys.ioUringRegister(
-                fd, opcode: RegisterOpcode.updateFiles2.rawValue, arg: &update,
-                count: UInt32(MemoryLayout<dio_rsrc_update2>.size))
+            try update(.updateFiles2, first: first, table: UnsafeRawPointer(table.baseAddress), count: table.count)
         }
+    }
+
+    /// A resource table of `count` empty slots (struct io_uring_rsrc_register).
+    private func registerSparse(_ opcode: RegisterOpcode, count: UInt32) throws(Errno) {
+        var request = dio_rsrc_register()
+        request.nr = count
+        request.flags = IORING_RSRC_REGISTER_SPARSE
+        _ = try Sys.ioUringRegister(fd, opcode: opcode.rawValue, arg: &request, count: UInt32(MemoryLayout<dio_rsrc_register>.size))
+    }
+
+    /// Replaces `count` slots from `first` with the entries at `table` (struct io_uring_rsrc_update2).
+    private func update(_ opcode: RegisterOpcode, first: UInt32, table: UnsafeRawPointer?, count: Int) throws(Errno) {
+        var update = dio_rsrc_update2()
+        update.offset = first
+        update.data = UInt64(UInt(bitPattern: table))
+        update.nr = UInt32(count)
+        _ = try Sys.ioUringRegister(fd, opcode: opcode.rawValue, arg: &update, count: UInt32(MemoryLayout<dio_rsrc_update2>.size))
     }
 }
 
