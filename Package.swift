@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The only C in the package: raw system calls Swift cannot make (variadic syscall()),
@@ -23,16 +24,19 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        .executableTarget(
-            name: "dio",
+        // The commands of `dio` (inspect, bench), as a library so tests can drive them.
+        .target(
+            name: "DIOCommands",
             dependencies: [
                 "DirectIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        .executableTarget(name: "dio", dependencies: ["DIOCommands"]),
         .testTarget(
             name: "DirectIOTests",
-            dependencies: ["DirectIO", "CDirectIO", "dio"]
+            dependencies: ["DirectIO", "CDirectIO", "DIOCommands", "dio"]
         ),
     ],
     swiftLanguageModes: [.v6]

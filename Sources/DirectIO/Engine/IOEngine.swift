@@ -26,6 +26,8 @@ public final class IOEngine {
     private var slots: UnsafeMutablePointer<Slot>
     private var freeSlots: [Int32]
     private var finishedBatch: [Int32] = []
+    /// The finished requests being handed out by `reap` (kept to reuse its storage).
+    private var reaping: [Int32] = []
     private var collected: [RawCompletion] = []
     private var pendingCancels = 0
     /// Batched requests submitted and not yet finished (finished ones wait in `finishedBatch`).
@@ -89,6 +91,7 @@ public final class IOEngine {
         freeSlots = (0..<Int32(queueDepth)).reversed()
         collected.reserveCapacity(queueDepth * 2)
         finishedBatch.reserveCapacity(queueDepth)
+        reaping.reserveCapacity(queueDepth)
     }
 
     deinit {
@@ -216,18 +219,33 @@ public final class IOEngine {
     }
 
     /// Waits until at least `minimum` batched requests have finished (fewer if fewer are in
-    /// flight), then hands every finished one to `body`, in completion order.
+    /// flight), then hands up to `maximum` finished ones to `body`, in completion order; the
+    /// rest wait for the next call.
+    ///
+    /// Each call makes one io_uring_enter that both submits what is queued and, when nothing
+    /// has finished yet, waits for a completion. With `maximum: 1` and a resubmission from
+    /// `body`, every new request reaches the kernel one enter after its predecessor finished:
+    /// fio's pattern (iodepth_batch_submit=1), which keeps the device's queue full. Larger
+    /// maximums batch more work per system call at the cost of submitting later.
     @discardableResult
-    public func reap(minimum: Int = 1, _ body: (consuming IOCompletion) -> Void) throws(DirectIOError) -> Int {
+    public func reap(minimum: Int = 1, maximum: Int = .max, _ body: (consuming IOCompletion) -> Void) throws(DirectIOError) -> Int {
         try checkThread()
         let wanted = min(minimum, finishedBatch.count + batchedInFlight)
-        try wait(minimum: 0)
+        if finishedBatch.count >= wanted {
+            // Enough is ready: still hand queued requests to the kernel and collect what has
+            // completed, without blocking.
+            try wait(minimum: 0)
+        }
         while finishedBatch.count < wanted {
             try wait(minimum: 1)
         }
-        let ready = finishedBatch
-        finishedBatch.removeAll(keepingCapacity: true)
-        for index in ready {
+        guard !finishedBatch.isEmpty && maximum > 0 else { return 0 }
+        // `body` may submit (and so finish) more requests: it sees a fresh `finishedBatch`.
+        let count = min(maximum, finishedBatch.count)
+        reaping.append(contentsOf: finishedBatch[0..<count])
+        finishedBatch.removeFirst(count)
+        defer { reaping.removeAll(keepingCapacity: true) }
+        for index in reaping {
             let slot = slots + Int(index)
             let completion = IOCompletion(
                 tag: slot.pointee.tag, opcode: slot.pointee.originalOpcode, offset: slot.pointee.startOffset,
@@ -235,7 +253,7 @@ public final class IOEngine {
             release(Int(index))
             body(completion)
         }
-        return ready.count
+        return count
     }
 
     /// Asks the kernel to cancel every batched request submitted with `tag`. Each still

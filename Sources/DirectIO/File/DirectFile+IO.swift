@@ -57,24 +57,32 @@ extension DirectFile {
 
     /// Starts a read into `buffer` without waiting. The engine owns the buffer until the
     /// request completes; `engine.reap` returns it with the outcome and `tag`.
-    public func submitRead(into buffer: consuming PoolBuffer, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
-        try submit(isRead: true, buffer, count: count, at: offset, tag: tag)
+    /// - Parameters:
+    ///   - count: bytes to read (default: the buffer from `bufferOffset` to its end).
+    ///   - bufferOffset: where in the buffer the data goes.
+    public func submitRead(into buffer: consuming PoolBuffer, bufferOffset: Int = 0, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+        try submit(isRead: true, buffer, bufferOffset: bufferOffset, count: count, at: offset, tag: tag)
     }
 
     /// Starts a write from `buffer` without waiting; see `submitRead`.
-    public func submitWrite(_ buffer: consuming PoolBuffer, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
-        try submit(isRead: false, buffer, count: count, at: offset, tag: tag)
+    public func submitWrite(_ buffer: consuming PoolBuffer, bufferOffset: Int = 0, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+        try submit(isRead: false, buffer, bufferOffset: bufferOffset, count: count, at: offset, tag: tag)
     }
 
-    private func submit(isRead: Bool, _ buffer: consuming PoolBuffer, count: Int?, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+    private func submit(isRead: Bool, _ buffer: consuming PoolBuffer, bufferOffset: Int, count: Int?, at offset: Int64, tag: UInt64) throws(DirectIOError) {
         let name = isRead ? "read" : "write"
-        let length = count ?? buffer.count
-        try checkFits(length, in: buffer.count, operation: name, offset: offset)
-        try checkArguments(name: name, address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length, isRead: isRead)
+        guard bufferOffset >= 0 && bufferOffset <= buffer.count else {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, detail: "buffer offset \(bufferOffset) is outside the \(buffer.count)-byte buffer")
+        }
+        let length = count ?? buffer.count - bufferOffset
+        try checkFits(length, in: buffer.count - bufferOffset, operation: name, offset: offset)
+        let address = buffer.baseAddress + bufferOffset
+        try checkArguments(name: name, address: UInt(bitPattern: address), offset: offset, length: length, isRead: isRead)
+        // The whole range lies inside the registered buffer, so the fixed slot stays valid.
         let fixed = engine.fixedIndex(of: buffer.poolSlot)
         let operation = isRead
-            ? IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: buffer.baseAddress, count: length, at: offset, fixedSlot: fixed)
-            : IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: buffer.baseAddress, count: length, at: offset, fixedSlot: fixed)
+            ? IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: address, count: length, at: offset, fixedSlot: fixed)
+            : IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: address, count: length, at: offset, fixedSlot: fixed)
         try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: isRead))
     }
 

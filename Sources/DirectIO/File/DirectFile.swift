@@ -128,6 +128,14 @@ public struct DirectFile: ~Copyable {
         }
     }
 
+    /// Drops the file's pages from the page cache (posix_fadvise POSIX_FADV_DONTNEED), so the
+    /// next buffered reads go to the device: what fio's `invalidate=1` does before each job.
+    public func dropCachedPages() throws(DirectIOError) {
+        do { try Sys.dropCachedPages(descriptor) } catch {
+            throw .system(error, operation: "drop cached pages", call: "posix_fadvise", path: path)
+        }
+    }
+
     /// Makes written data durable: `.data` is fdatasync, `.full` is fsync.
     public func sync(_ kind: SyncKind = .full) throws(DirectIOError) {
         let outcome = try engine.perform(.fsync(fd: descriptor, fileSlot: fileSlot, dataOnly: kind == .data))

@@ -101,6 +101,30 @@ enum Sys {
         _ = try check { Glibc.ftruncate(fd, off_t(length)) }
     }
 
+    /// `posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)`. It returns the error number instead of
+    /// setting errno.
+    static func dropCachedPages(_ fd: Int32) throws(Errno) {
+        let result = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+        if result != 0 { throw Errno(rawValue: result) }
+    }
+
+    /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds (a vDSO call: no system call).
+    @inline(__always)
+    static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+    }
+
+    /// `getrusage(RUSAGE_SELF)`: user and system CPU seconds of the whole process, including
+    /// io_uring's io-wq worker threads.
+    static func cpuSeconds() -> (user: Double, system: Double) {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return (seconds(usage.ru_utime), seconds(usage.ru_stime))
+    }
+
     // MARK: Memory
 
     /// `mmap(NULL, length, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|extraFlags, -1, 0)`.

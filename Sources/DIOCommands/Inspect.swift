@@ -130,24 +130,3 @@ struct PoolReport {
             + (mapping.notes.isEmpty ? "" : "; " + mapping.notes.joined(separator: "; "))
     }
 }
-
-/// A byte count with an optional k/m/g suffix (powers of 1024, as fio reads them).
-struct ByteCount: ExpressibleByArgument {
-    let bytes: Int
-
-    init?(argument: String) {
-        guard let bytes = ByteCount.parse(argument) else { return nil }
-        self.bytes = bytes
-    }
-
-    static func parse(_ text: String) -> Int? {
-        let lower = text.lowercased()
-        let multipliers: [(String, Int)] = [("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("b", 1)]
-        for (suffix, multiplier) in multipliers where lower.hasSuffix(suffix) {
-            guard let value = Int(lower.dropLast(suffix.count)), value >= 0 else { return nil }
-            let (product, overflow) = value.multipliedReportingOverflow(by: multiplier)
-            return overflow ? nil : product
-        }
-        return Int(lower).flatMap { $0 >= 0 ? $0 : nil }
-    }
-}

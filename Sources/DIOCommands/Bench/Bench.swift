@@ -1,0 +1,121 @@
+import ArgumentParser
+import DirectIO
+import Glibc
+
+/// `dio bench`: an fio-class benchmark of DirectIO on a file or block device.
+public struct Bench: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        abstract: "Measure direct I/O: IOPS, bandwidth, latency percentiles and CPU per I/O.",
+        discussion: """
+            With no PATH, creates a temporary file in the current directory (removed afterwards, \
+            also on Ctrl-C). A PATH that does not exist is created with --size. Files the \
+            benchmark creates are filled with random data before anything is timed. Without \
+            --rw, runs the standard suite: 4k randread QD32, 1m read QD8, 1m write QD8.
+            Options mean what fio's options of the same name mean.
+            """)
+
+    public init() {}
+
+    @Argument(help: "File or block device (default: a temporary file in the current directory).")
+    var path: String?
+
+    @Option(help: "read, write, randread, randwrite or randrw (default: the standard suite).")
+    var rw: Workload.Pattern?
+
+    @Option(help: "Block size, e.g. 4k, 1m.")
+    var bs: ByteCount = ByteCount(4096)
+
+    @Option(help: "Requests in flight.")
+    var iodepth: Int = 32
+
+    @Option(help: "Bytes of the file to use (default: 1g for a new file, else the file's size).")
+    var size: ByteCount?
+
+    @Option(help: "Seconds measured per job.")
+    var runtime: Double = 5
+
+    @Option(help: "Seconds run before measuring (not counted).")
+    var ramp: Double = 1
+
+    @Option(help: "direct (O_DIRECT) or buffered (page cache).")
+    var mode: Workload.Mode = .direct
+
+    @Option(help: "registered (fixed buffers) or unregistered.")
+    var buffers: Workload.Buffers = .registered
+
+    @Option(help: "Start each I/O this many bytes into its buffer (misaligned memory).")
+    var bufferOffset: Int = 0
+
+    @Option(help: "uring or blocking.")
+    var engine: EngineArgument = .uring
+
+    @Option(help: "batched (submit and reap in batches) or async (Swift concurrency).")
+    var api: Workload.API = .batched
+
+    @Flag(help: "Print one JSON object per job.")
+    var json = false
+
+    @Option(help: "Seed for offsets and data.")
+    var seed: UInt64 = 1
+
+    public enum EngineArgument: String, ExpressibleByArgument, CaseIterable, Sendable {
+        case uring, blocking
+        var choice: IOEngine.Choice { self == .uring ? .ioUring : .blocking }
+    }
+
+    /// The jobs these options describe.
+    func workloads(sizeBytes: Int64) -> [Workload] {
+        guard let rw else {
+            return Workload.standardSuite(sizeBytes: sizeBytes, runtimeSeconds: runtime, rampSeconds: ramp, engine: engine.choice, seed: seed).map {
+                var job = $0
+                job.mode = mode
+                job.buffers = buffers
+                job.api = api
+                return job
+            }
+        }
+        return [Workload(pattern: rw, blockBytes: bs.bytes, iodepth: iodepth, sizeBytes: sizeBytes, runtimeSeconds: runtime, rampSeconds: ramp,
+                         mode: mode, buffers: buffers, bufferOffset: bufferOffset, engine: engine.choice, api: api, seed: seed)]
+    }
+
+    public func validate() throws {
+        for job in workloads(sizeBytes: Int64(size?.bytes ?? 1 << 30)) {
+            if let problem = job.validate() { throw ValidationError(problem) }
+        }
+    }
+
+    public func run() throws {
+        let terminal = isatty(STDERR_FILENO) == 1
+        let log: (String) -> Void = { message in if !json { printError(message) } }
+        let target = try BenchTarget.prepare(path: path, sizeBytes: size.map { Int64($0.bytes) }, defaultSize: 1 << 30, seed: seed, log: log)
+        var results: [BenchResult] = []
+        for job in workloads(sizeBytes: target.sizeBytes) {
+            let progress: BenchRunner.Progress? = terminal && !json ? { elapsed, ios in
+                let rate = elapsed > job.rampSeconds ? Double(ios) / (elapsed - job.rampSeconds) : 0
+                printError("\r\(job.name): \(BenchResult.format(elapsed, digits: 1)) s, \(BenchResult.format(rate, digits: 0)) IOPS   ", newline: false)
+            } : nil
+            let result = try BenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, progress: progress)
+            if progress != nil { printError("\r" + String(repeating: " ", count: 60) + "\r", newline: false) }
+            if json { print(result.json.rendered) }
+            results.append(result)
+        }
+        if !json {
+            print("dio bench on \(target.displayName) (\(ByteCount.format(Int(target.sizeBytes)))), \(runtime) s per job after \(ramp) s ramp")
+            print(BenchResult.table(results))
+            for result in results where !result.notes.isEmpty {
+                print("note (\(result.workload.name)): " + result.notes.joined(separator: "; "))
+            }
+        }
+    }
+}
+
+extension Workload.Pattern: ExpressibleByArgument {}
+extension Workload.Mode: ExpressibleByArgument {}
+extension Workload.Buffers: ExpressibleByArgument {}
+extension Workload.API: ExpressibleByArgument {}
+
+/// Writes to standard error (the `stderr` global is not concurrency-safe in Swift 6).
+func printError(_ message: String, newline: Bool = true) {
+    let text = message + (newline ? "\n" : "")
+    _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+}

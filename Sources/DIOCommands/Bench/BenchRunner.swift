@@ -1,0 +1,143 @@
+import DirectIO
+import Glibc
+import Histogram
+
+/// Runs one job the way fio's io_uring engine does: `iodepth` requests in flight from the
+/// start, and each completion's buffer resubmitted at once with the next offset (submit as
+/// you reap), so one io_uring_enter both submits the new requests and waits for the next
+/// completion. The loop allocates nothing per I/O: buffers come from a pool sized to the
+/// depth, per-buffer state lives in arrays indexed by buffer, offsets come from splitmix64.
+enum BenchRunner {
+    /// Called about twice a second with (elapsed seconds, I/Os so far in the measured window).
+    typealias Progress = (Double, Int) -> Void
+
+    static func run(_ workload: Workload, path: String, sizeBytes: Int64, progress: Progress?) throws -> BenchResult {
+        if let problem = workload.validate() {
+            throw DirectIOError(.invalidArgument, operation: "bench", path: path, detail: problem)
+        }
+        var notes: [String] = []
+        // fio's ring flags: this loop stays on one thread.
+        let engine = try IOEngine(workload.engine, queueDepth: workload.iodepth, ringFlags: .threadPerCore)
+        notes += engine.notes
+        let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.blockBytes + workload.bufferOffset)
+        notes += pool.mapping.notes
+        var registered = false
+        if workload.buffers == .registered {
+            let registration = engine.register(pool)
+            if case .registered = registration { registered = true } else { notes.append(registration.description) }
+        }
+        let access: OpenOptions.Access = workload.pattern.writes ? .readWrite : .readOnly
+        let file = try DirectFile(path: path, options: OpenOptions(access: access, directIO: workload.mode == .direct ? .required : .disabled), engine: engine)
+        if workload.mode == .buffered {
+            // fio's invalidate=1: start buffered jobs with a cold cache.
+            try file.dropCachedPages()
+        }
+        if workload.mode == .direct && !isAlignedOffset(workload.bufferOffset, file.limits.memoryAlignment) {
+            throw DirectIOError(.misaligned, operation: "bench", path: path, detail: "--buffer-offset \(workload.bufferOffset) breaks the memory alignment \(file.limits.memoryAlignment) of direct I/O here; bouncing misaligned buffers arrives with the bounce layer (issue 3)")
+        }
+
+        let blockBytes = Int64(workload.blockBytes)
+        let blocks = UInt64(sizeBytes / blockBytes)
+        var random = SplitMix(seed: workload.seed)
+        var data = SplitMix(seed: workload.seed ^ 0xDA7A)
+        var nextSequential: Int64 = 0
+        var submittedAt = [UInt64](repeating: 0, count: workload.iodepth)
+        var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        histogram.autoResize = true
+
+        func nextOffset() -> Int64 {
+            if workload.pattern.isRandom { return Int64(random.next() % blocks) * blockBytes }
+            let offset = nextSequential
+            nextSequential += blockBytes
+            if nextSequential + blockBytes > sizeBytes { nextSequential = 0 }
+            return offset
+        }
+        func nextIsWrite() -> Bool {
+            switch workload.pattern {
+            case .read, .randread: false
+            case .write, .randwrite: true
+            case .randrw: random.next() & 1 == 1  // fio's default rwmixread=50
+            }
+        }
+        func submit(_ buffer: consuming PoolBuffer, at now: UInt64) throws {
+            submittedAt[buffer.index] = now
+            let offset = nextOffset()
+            if nextIsWrite() {
+                try file.submitWrite(buffer, bufferOffset: workload.bufferOffset, count: workload.blockBytes, at: offset, tag: 1)
+            } else {
+                try file.submitRead(into: buffer, bufferOffset: workload.bufferOffset, count: workload.blockBytes, at: offset, tag: 0)
+            }
+        }
+
+        // Write jobs write random data (filled once: fio's default, refill_buffers off).
+        while var buffer = pool.take() {
+            buffer.withUnsafeMutableBytes { data.fill($0) }
+            try submit(buffer, at: ProcessClock.nanoseconds())
+        }
+
+        let start = ProcessClock.nanoseconds()
+        let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
+        let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
+        var measuring = workload.rampSeconds == 0
+        var measureStart = start
+        var cpuStart = ProcessClock.cpuSeconds()
+        var nextProgress = start + 500_000_000
+        var ios = 0
+        var bytes: Int64 = 0
+        var failure: DirectIOError? = nil
+        var stopping = false
+
+        while !stopping {
+            var batchNow: UInt64 = 0
+            // One completion per call, resubmitted at once: see IOEngine.reap(maximum:).
+            try engine.reap(minimum: 1, maximum: 1) { completion in
+                var completion = completion
+                guard let buffer = completion.takeBuffer() else { return }
+                if batchNow == 0 { batchNow = ProcessClock.nanoseconds() }
+                if let errno = completion.outcome.errno {
+                    if failure == nil {
+                        failure = .system(errno, operation: completion.tag == 1 ? "write" : "read", call: completion.opcode.description, path: path, offset: completion.offset, length: workload.blockBytes)
+                    }
+                    return
+                }
+                if measuring {
+                    _ = histogram.record(batchNow &- submittedAt[buffer.index])
+                    ios += 1
+                    bytes += Int64(completion.outcome.bytes)
+                }
+                if failure == nil {
+                    do { try submit(buffer, at: batchNow) } catch { failure = error as? DirectIOError }
+                }
+            }
+            if let failure { throw failure }
+            let now = batchNow == 0 ? ProcessClock.nanoseconds() : batchNow
+            if !measuring && now >= rampEnd {
+                measuring = true
+                measureStart = now
+                cpuStart = ProcessClock.cpuSeconds()
+            }
+            if now >= end { stopping = true }
+            if let progress, now >= nextProgress {
+                progress(Double(now - start) / 1e9, ios)
+                nextProgress = now + 500_000_000
+            }
+        }
+        let measureEnd = ProcessClock.nanoseconds()
+        let cpuEnd = ProcessClock.cpuSeconds()
+        // Drain: the kernel finishes what is in flight before the buffers are released.
+        while engine.inFlight > 0 {
+            try engine.reap(minimum: 1) { _ in }
+        }
+
+        let direct = workload.mode == .direct && file.isDirect
+        return BenchResult(
+            workload: workload, engine: engine.kind, ios: ios, bytes: bytes, seconds: Double(measureEnd - measureStart) / 1e9,
+            latencyP50Ns: histogram.valueAtPercentile(50), latencyP99Ns: histogram.valueAtPercentile(99), latencyP999Ns: histogram.valueAtPercentile(99.9),
+            cpuUserSeconds: cpuEnd.user - cpuStart.user, cpuSystemSeconds: cpuEnd.system - cpuStart.system,
+            bytesDirect: direct ? bytes : 0, bytesBounced: 0, registeredBuffers: registered, notes: notes)
+    }
+
+    private static func isAlignedOffset(_ value: Int, _ alignment: Int) -> Bool {
+        alignment <= 1 || value % alignment == 0
+    }
+}

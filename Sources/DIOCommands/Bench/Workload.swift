@@ -1,0 +1,75 @@
+import DirectIO
+
+/// One benchmark job, in fio's terms.
+public struct Workload: Sendable, Equatable {
+    /// fio's `--rw`.
+    public enum Pattern: String, Sendable, CaseIterable {
+        case read, write, randread, randwrite, randrw
+
+        var isRandom: Bool { self == .randread || self == .randwrite || self == .randrw }
+        var writes: Bool { self == .write || self == .randwrite || self == .randrw }
+        var reads: Bool { self == .read || self == .randread || self == .randrw }
+    }
+
+    public enum Mode: String, Sendable, CaseIterable { case direct, buffered }
+    public enum Buffers: String, Sendable, CaseIterable { case registered, unregistered }
+    public enum API: String, Sendable, CaseIterable { case batched, async }
+
+    public var pattern: Pattern
+    public var blockBytes: Int
+    public var iodepth: Int
+    /// Bytes of the file the job touches.
+    public var sizeBytes: Int64
+    public var runtimeSeconds: Double
+    public var rampSeconds: Double
+    public var mode: Mode
+    public var buffers: Buffers
+    /// Bytes between the start of each pool buffer and the caller's data (misaligned memory).
+    public var bufferOffset: Int
+    public var engine: IOEngine.Choice
+    public var api: API
+    public var seed: UInt64
+
+    public init(pattern: Pattern, blockBytes: Int = 4096, iodepth: Int = 32, sizeBytes: Int64 = 1 << 30,
+                runtimeSeconds: Double = 5, rampSeconds: Double = 1, mode: Mode = .direct, buffers: Buffers = .registered,
+                bufferOffset: Int = 0, engine: IOEngine.Choice = .ioUring, api: API = .batched, seed: UInt64 = 1) {
+        self.pattern = pattern
+        self.blockBytes = blockBytes
+        self.iodepth = iodepth
+        self.sizeBytes = sizeBytes
+        self.runtimeSeconds = runtimeSeconds
+        self.rampSeconds = rampSeconds
+        self.mode = mode
+        self.buffers = buffers
+        self.bufferOffset = bufferOffset
+        self.engine = engine
+        self.api = api
+        self.seed = seed
+    }
+
+    /// fio-style name: "randread 4k qd32".
+    public var name: String { "\(pattern.rawValue) \(ByteCount.format(blockBytes)) qd\(iodepth)" }
+
+    /// The standard suite `dio bench` runs without `--rw`: random 4 KiB reads at depth 32, and
+    /// 1 MiB sequential reads and writes at depth 8.
+    public static func standardSuite(sizeBytes: Int64, runtimeSeconds: Double, rampSeconds: Double, engine: IOEngine.Choice, seed: UInt64) -> [Workload] {
+        [
+            Workload(pattern: .randread, blockBytes: 4096, iodepth: 32, sizeBytes: sizeBytes, runtimeSeconds: runtimeSeconds, rampSeconds: rampSeconds, engine: engine, seed: seed),
+            Workload(pattern: .read, blockBytes: 1 << 20, iodepth: 8, sizeBytes: sizeBytes, runtimeSeconds: runtimeSeconds, rampSeconds: rampSeconds, engine: engine, seed: seed),
+            Workload(pattern: .write, blockBytes: 1 << 20, iodepth: 8, sizeBytes: sizeBytes, runtimeSeconds: runtimeSeconds, rampSeconds: rampSeconds, engine: engine, seed: seed),
+        ]
+    }
+
+    /// Problems with the combination of options, in words; nil when it can run.
+    func validate() -> String? {
+        if blockBytes <= 0 { return "--bs must be positive" }
+        if blockBytes > 1 << 30 { return "--bs must be at most 1g (one registered buffer's limit)" }
+        if iodepth < 1 || iodepth > 4096 { return "--iodepth must be between 1 and 4096" }
+        if sizeBytes < Int64(blockBytes) { return "--size (\(sizeBytes)) must hold at least one block of --bs (\(blockBytes))" }
+        if runtimeSeconds <= 0 { return "--runtime must be positive" }
+        if rampSeconds < 0 { return "--ramp must not be negative" }
+        if bufferOffset < 0 { return "--buffer-offset must not be negative" }
+        if api == .async { return "--api async needs the async API (issue 5), which has not landed yet; use --api batched" }
+        return nil
+    }
+}

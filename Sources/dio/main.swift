@@ -1,0 +1,3 @@
+import DIOCommands
+
+DIO.main()
