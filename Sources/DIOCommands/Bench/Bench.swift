@@ -46,6 +46,9 @@ public struct Bench: ParsableCommand {
     @Option(help: "Start each I/O this many bytes into its buffer (misaligned memory).")
     var bufferOffset: Int = 0
 
+    @Option(help: "Huge pages for the buffer pool: auto (transparent from 2 MiB up), none, transparent or hugetlb.")
+    var hugepages: HugePageArgument = .auto
+
     @Option(help: "uring or blocking.")
     var engine: EngineArgument = .uring
 
@@ -57,6 +60,18 @@ public struct Bench: ParsableCommand {
 
     @Option(help: "Seed for offsets and data.")
     var seed: UInt64 = 1
+
+    public enum HugePageArgument: String, ExpressibleByArgument, CaseIterable, Sendable {
+        case auto, none, transparent, hugetlb
+        var value: HugePages {
+            switch self {
+            case .auto: .automatic
+            case .none: .none
+            case .transparent: .transparent
+            case .hugetlb: .preferred
+            }
+        }
+    }
 
     public enum EngineArgument: String, ExpressibleByArgument, CaseIterable, Sendable {
         case uring, blocking
@@ -71,11 +86,12 @@ public struct Bench: ParsableCommand {
                 job.mode = mode
                 job.buffers = buffers
                 job.api = api
+                job.hugePages = hugepages.value
                 return job
             }
         }
         return [Workload(pattern: rw, blockBytes: bs.bytes, iodepth: iodepth, sizeBytes: sizeBytes, runtimeSeconds: runtime, rampSeconds: ramp,
-                         mode: mode, buffers: buffers, bufferOffset: bufferOffset, engine: engine.choice, api: api, seed: seed)]
+                         mode: mode, buffers: buffers, bufferOffset: bufferOffset, hugePages: hugepages.value, engine: engine.choice, api: api, seed: seed)]
     }
 
     public func validate() throws {

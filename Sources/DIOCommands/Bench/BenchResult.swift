@@ -46,6 +46,7 @@ public struct BenchResult: Sendable {
             ("mode", .string(workload.mode.rawValue)),
             ("buffers", .string(registeredBuffers ? "registered" : "unregistered")),
             ("bufferOffset", .int(workload.bufferOffset)),
+            ("hugePages", .string(workload.hugePages.description)),
             ("seed", .int(Int(truncatingIfNeeded: workload.seed))),
             ("notes", .array(notes.map(JSON.string))),
         ])

@@ -19,7 +19,7 @@ enum BenchRunner {
         // fio's ring flags: this loop stays on one thread.
         let engine = try IOEngine(workload.engine, queueDepth: workload.iodepth, ringFlags: .threadPerCore)
         notes += engine.notes
-        let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.blockBytes + workload.bufferOffset)
+        let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.blockBytes + workload.bufferOffset, hugePages: workload.hugePages)
         notes += pool.mapping.notes
         var registered = false
         if workload.buffers == .registered {

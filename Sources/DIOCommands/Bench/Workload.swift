@@ -26,13 +26,16 @@ public struct Workload: Sendable, Equatable {
     public var buffers: Buffers
     /// Bytes between the start of each pool buffer and the caller's data (misaligned memory).
     public var bufferOffset: Int
+    /// Back the buffer pool with huge pages (fio's --mem=mmaphuge): a 1 MiB buffer in one
+    /// physically contiguous page is one DMA segment instead of 256.
+    public var hugePages: HugePages
     public var engine: IOEngine.Choice
     public var api: API
     public var seed: UInt64
 
     public init(pattern: Pattern, blockBytes: Int = 4096, iodepth: Int = 32, sizeBytes: Int64 = 1 << 30,
                 runtimeSeconds: Double = 5, rampSeconds: Double = 1, mode: Mode = .direct, buffers: Buffers = .registered,
-                bufferOffset: Int = 0, engine: IOEngine.Choice = .ioUring, api: API = .batched, seed: UInt64 = 1) {
+                bufferOffset: Int = 0, hugePages: HugePages = .automatic, engine: IOEngine.Choice = .ioUring, api: API = .batched, seed: UInt64 = 1) {
         self.pattern = pattern
         self.blockBytes = blockBytes
         self.iodepth = iodepth
@@ -42,6 +45,7 @@ public struct Workload: Sendable, Equatable {
         self.mode = mode
         self.buffers = buffers
         self.bufferOffset = bufferOffset
+        self.hugePages = hugePages
         self.engine = engine
         self.api = api
         self.seed = seed

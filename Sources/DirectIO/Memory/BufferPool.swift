@@ -45,7 +45,8 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     /// - Parameters:
     ///   - count: number of buffers.
     ///   - bufferBytes: size of each, rounded up to the page size so every buffer is page-aligned.
-    public init(count: Int, bufferBytes: Int, hugePages: HugePages = .none) throws(DirectIOError) {
+    ///   - hugePages: by default, transparent huge pages once the pool spans 2 MiB.
+    public init(count: Int, bufferBytes: Int, hugePages: HugePages = .automatic) throws(DirectIOError) {
         guard count > 0, bufferBytes > 0 else {
             throw DirectIOError(.invalidArgument, operation: "create buffer pool", length: bufferBytes, detail: "count (\(count)) and buffer size must be positive")
         }
