@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of `dio bench` against fio on the same file, alternating
-# fio, dio, fio, dio... so drift on a noisy machine hits both equally.
+# Side-by-side benchmark of `dio bench` against fio on the same file, in pairs whose order
+# alternates (fio dio, dio fio, fio dio, ...) with a pause before each run: on a virtual disk
+# the host is still writing back the previous run's data for a while, and always running dio
+# second would charge that to dio alone.
 #
 # Usage: scripts/compare-fio.sh [PATH] [PAIRS] [RUNTIME_SECONDS]
 #   PATH     file to use (default ./.compare-fio.dat, 1 GiB, created and filled if absent)
@@ -31,10 +33,12 @@ fi
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-run_pair() {  # name rw bs iodepth
+pause=${COMPARE_PAUSE:-3}
+
+run_fio() {  # name rw bs iodepth
   local name=$1 rw=$2 bs=$3 depth=$4
-  for pair in $(seq 1 "$pairs"); do
-    fio --name=job --filename="$target" --ioengine=io_uring --fixedbufs --registerfiles --direct=1 \
+  sleep "$pause"
+  fio --name=job --filename="$target" --ioengine=io_uring --fixedbufs --registerfiles --direct=1 \
         --rw="$rw" --bs="$bs" --iodepth="$depth" --size="$size" --runtime="$runtime" --ramp_time="$ramp" \
         --time_based --lat_percentiles=1 --output-format=json 2>/dev/null \
       | python3 -c '
@@ -46,15 +50,25 @@ cpu = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * seconds
 print(json.dumps({"tool": "fio", "workload": sys.argv[1], "iops": side["iops"], "bw": side["bw_bytes"],
                   "p50": side["lat_ns"]["percentile"]["50.000000"], "cpu_per_io_us": cpu * 1e6 / max(1, side["total_ios"])}))
 ' "$name" "$rw" >> "$results"
-    # shellcheck disable=SC2086
-    "$dio" bench "$target" ${DIO_BENCH_ARGS:-} --rw "$rw" --bs "$bs" --iodepth "$depth" --size "$size" --runtime "$runtime" --ramp "$ramp" --json \
+}
+
+run_dio() {  # name rw bs iodepth
+  local name=$1 rw=$2 bs=$3 depth=$4
+  sleep "$pause"
+  # shellcheck disable=SC2086
+  "$dio" bench "$target" ${DIO_BENCH_ARGS:-} --rw "$rw" --bs "$bs" --iodepth "$depth" --size "$size" --runtime "$runtime" --ramp "$ramp" --json \
       | python3 -c '
 import json, sys
 job = json.loads(sys.stdin.readline())
 print(json.dumps({"tool": "dio", "workload": sys.argv[1], "iops": job["iops"], "bw": job["bytesPerSecond"],
                   "p50": job["latencyNs"]["p50"], "cpu_per_io_us": job["cpuMicrosecondsPerIO"]}))
 ' "$name" >> "$results"
-    echo "  $name: pair $pair done" >&2
+}
+
+run_pair() {  # name rw bs iodepth
+  for pair in $(seq 1 "$pairs"); do
+    if [ $((pair % 2)) -eq 1 ]; then run_fio "$@"; run_dio "$@"; else run_dio "$@"; run_fio "$@"; fi
+    echo "  $1: pair $pair done" >&2
   done
 }
 

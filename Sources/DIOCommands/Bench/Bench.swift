@@ -49,6 +49,9 @@ public struct Bench: ParsableCommand {
     @Option(help: "Huge pages for the buffer pool: auto (transparent from 2 MiB up), none, transparent or hugetlb.")
     var hugepages: HugePageArgument = .auto
 
+    @Option(help: "Most completions handled per system call before resubmitting (fio's iodepth_batch_complete_max).")
+    var reapBatch: Int = 1
+
     @Option(help: "uring or blocking.")
     var engine: EngineArgument = .uring
 
@@ -87,11 +90,12 @@ public struct Bench: ParsableCommand {
                 job.buffers = buffers
                 job.api = api
                 job.hugePages = hugepages.value
+                job.reapBatch = reapBatch
                 return job
             }
         }
         return [Workload(pattern: rw, blockBytes: bs.bytes, iodepth: iodepth, sizeBytes: sizeBytes, runtimeSeconds: runtime, rampSeconds: ramp,
-                         mode: mode, buffers: buffers, bufferOffset: bufferOffset, hugePages: hugepages.value, engine: engine.choice, api: api, seed: seed)]
+                         mode: mode, buffers: buffers, bufferOffset: bufferOffset, hugePages: hugepages.value, engine: engine.choice, reapBatch: reapBatch, api: api, seed: seed)]
     }
 
     public func validate() throws {

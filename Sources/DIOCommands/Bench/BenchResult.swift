@@ -47,6 +47,7 @@ public struct BenchResult: Sendable {
             ("buffers", .string(registeredBuffers ? "registered" : "unregistered")),
             ("bufferOffset", .int(workload.bufferOffset)),
             ("hugePages", .string(workload.hugePages.description)),
+            ("reapBatch", .int(workload.reapBatch)),
             ("seed", .int(Int(truncatingIfNeeded: workload.seed))),
             ("notes", .array(notes.map(JSON.string))),
         ])

@@ -89,8 +89,8 @@ enum BenchRunner {
 
         while !stopping {
             var batchNow: UInt64 = 0
-            // One completion per call, resubmitted at once: see IOEngine.reap(maximum:).
-            try engine.reap(minimum: 1, maximum: 1) { completion in
+            // By default one completion per call, resubmitted at once: see IOEngine.reap(maximum:).
+            try engine.reap(minimum: 1, maximum: workload.reapBatch) { completion in
                 var completion = completion
                 guard let buffer = completion.takeBuffer() else { return }
                 if batchNow == 0 { batchNow = ProcessClock.nanoseconds() }

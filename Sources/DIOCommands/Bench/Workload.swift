@@ -30,12 +30,15 @@ public struct Workload: Sendable, Equatable {
     /// physically contiguous page is one DMA segment instead of 256.
     public var hugePages: HugePages
     public var engine: IOEngine.Choice
+    /// Most completions handled per io_uring_enter (fio's iodepth_batch_complete_max); 1, the
+    /// default, resubmits each finished request before reaping the next.
+    public var reapBatch: Int
     public var api: API
     public var seed: UInt64
 
     public init(pattern: Pattern, blockBytes: Int = 4096, iodepth: Int = 32, sizeBytes: Int64 = 1 << 30,
                 runtimeSeconds: Double = 5, rampSeconds: Double = 1, mode: Mode = .direct, buffers: Buffers = .registered,
-                bufferOffset: Int = 0, hugePages: HugePages = .automatic, engine: IOEngine.Choice = .ioUring, api: API = .batched, seed: UInt64 = 1) {
+                bufferOffset: Int = 0, hugePages: HugePages = .automatic, engine: IOEngine.Choice = .ioUring, reapBatch: Int = 1, api: API = .batched, seed: UInt64 = 1) {
         self.pattern = pattern
         self.blockBytes = blockBytes
         self.iodepth = iodepth
@@ -47,6 +50,7 @@ public struct Workload: Sendable, Equatable {
         self.bufferOffset = bufferOffset
         self.hugePages = hugePages
         self.engine = engine
+        self.reapBatch = reapBatch
         self.api = api
         self.seed = seed
     }
@@ -73,6 +77,7 @@ public struct Workload: Sendable, Equatable {
         if runtimeSeconds <= 0 { return "--runtime must be positive" }
         if rampSeconds < 0 { return "--ramp must not be negative" }
         if bufferOffset < 0 { return "--buffer-offset must not be negative" }
+        if reapBatch < 1 { return "--reap-batch must be at least 1" }
         if api == .async { return "--api async needs the async API (issue 5), which has not landed yet; use --api batched" }
         return nil
     }
