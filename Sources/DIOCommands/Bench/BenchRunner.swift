@@ -36,33 +36,19 @@ enum BenchRunner {
             throw DirectIOError(.misaligned, operation: "bench", path: path, detail: "--buffer-offset \(workload.bufferOffset) breaks the memory alignment \(file.limits.memoryAlignment) of direct I/O here; bouncing misaligned buffers arrives with the bounce layer (issue 3)")
         }
 
-        let blockBytes = Int64(workload.blockBytes)
-        let blocks = UInt64(sizeBytes / blockBytes)
-        var random = SplitMix(seed: workload.seed)
-        var data = SplitMix(seed: workload.seed ^ 0xDA7A)
-        var nextSequential: Int64 = 0
-        var submittedAt = [UInt64](repeating: 0, count: workload.iodepth)
-        var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-        histogram.autoResize = true
-
-        func nextOffset() -> Int64 {
-            if workload.pattern.isRandom { return Int64(random.next() % blocks) * blockBytes }
-            let offset = nextSequential
-            nextSequential += blockBytes
-            if nextSequential + blockBytes > sizeBytes { nextSequential = 0 }
-            return offset
+        // The loop's state is reached through a pointer: a variable captured by the closures
+        // below would pay a dynamic exclusivity check on every access (callgrind measured
+        // about 200 instructions per I/O, BENCHMARKS.md).
+        let state = UnsafeMutablePointer<LoopState>.allocate(capacity: 1)
+        state.initialize(to: LoopState(workload: workload, sizeBytes: sizeBytes))
+        defer {
+            state.deinitialize(count: 1)
+            state.deallocate()
         }
-        func nextIsWrite() -> Bool {
-            switch workload.pattern {
-            case .read, .randread: false
-            case .write, .randwrite: true
-            case .randrw: random.next() & 1 == 1  // fio's default rwmixread=50
-            }
-        }
-        func submit(_ buffer: consuming PoolBuffer, at now: UInt64) throws {
-            submittedAt[buffer.index] = now
-            let offset = nextOffset()
-            if nextIsWrite() {
+        func submit(_ buffer: consuming PoolBuffer, at now: UInt64) throws(DirectIOError) {
+            state.pointee.submittedAt[buffer.index] = now
+            let offset = state.pointee.nextOffset()
+            if state.pointee.nextIsWrite() {
                 try file.submitWrite(buffer, bufferOffset: workload.bufferOffset, count: workload.blockBytes, at: offset, tag: 1)
             } else {
                 try file.submitRead(into: buffer, bufferOffset: workload.bufferOffset, count: workload.blockBytes, at: offset, tag: 0)
@@ -70,6 +56,7 @@ enum BenchRunner {
         }
 
         // Write jobs write random data (filled once: fio's default, refill_buffers off).
+        var data = SplitMix(seed: workload.seed ^ 0xDA7A)
         while var buffer = pool.take() {
             buffer.withUnsafeMutableBytes { data.fill($0) }
             try submit(buffer, at: ProcessClock.nanoseconds())
@@ -78,47 +65,39 @@ enum BenchRunner {
         let start = ProcessClock.nanoseconds()
         let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
         let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
-        var measuring = workload.rampSeconds == 0
+        state.pointee.measuring = workload.rampSeconds == 0
         var measureStart = start
         var cpuStart = ProcessClock.cpuSeconds()
         var nextProgress = start + 500_000_000
-        var ios = 0
-        var bytes: Int64 = 0
-        var failure: DirectIOError? = nil
-        var stopping = false
 
-        while !stopping {
-            var batchNow: UInt64 = 0
+        while true {
+            state.pointee.batchNow = 0
             // By default one completion per call, resubmitted at once: see IOEngine.reap(maximum:).
             try engine.reap(minimum: 1, maximum: workload.reapBatch) { completion in
                 var completion = completion
                 guard let buffer = completion.takeBuffer() else { return }
-                if batchNow == 0 { batchNow = ProcessClock.nanoseconds() }
+                if state.pointee.batchNow == 0 { state.pointee.batchNow = ProcessClock.nanoseconds() }
                 if let errno = completion.outcome.errno {
-                    if failure == nil {
-                        failure = .system(errno, operation: completion.tag == 1 ? "write" : "read", call: completion.opcode.description, path: path, offset: completion.offset, length: workload.blockBytes)
+                    if state.pointee.failure == nil {
+                        state.pointee.failure = .system(errno, operation: completion.tag == 1 ? "write" : "read", call: completion.opcode.description, path: path, offset: completion.offset, length: workload.blockBytes)
                     }
                     return
                 }
-                if measuring {
-                    _ = histogram.record(batchNow &- submittedAt[buffer.index])
-                    ios += 1
-                    bytes += Int64(completion.outcome.bytes)
-                }
-                if failure == nil {
-                    do { try submit(buffer, at: batchNow) } catch { failure = error as? DirectIOError }
+                state.pointee.record(buffer.index, bytes: completion.outcome.bytes)
+                if state.pointee.failure == nil {
+                    do throws(DirectIOError) { try submit(buffer, at: state.pointee.batchNow) } catch { state.pointee.failure = error }
                 }
             }
-            if let failure { throw failure }
-            let now = batchNow == 0 ? ProcessClock.nanoseconds() : batchNow
-            if !measuring && now >= rampEnd {
-                measuring = true
+            if let failure = state.pointee.failure { throw failure }
+            let now = state.pointee.batchNow == 0 ? ProcessClock.nanoseconds() : state.pointee.batchNow
+            if !state.pointee.measuring && now >= rampEnd {
+                state.pointee.measuring = true
                 measureStart = now
                 cpuStart = ProcessClock.cpuSeconds()
             }
-            if now >= end { stopping = true }
+            if now >= end { break }
             if let progress, now >= nextProgress {
-                progress(Double(now - start) / 1e9, ios)
+                progress(Double(now - start) / 1e9, state.pointee.ios)
                 nextProgress = now + 500_000_000
             }
         }
@@ -128,6 +107,9 @@ enum BenchRunner {
         while engine.inFlight > 0 {
             try engine.reap(minimum: 1) { _ in }
         }
+        let ios = state.pointee.ios
+        let bytes = state.pointee.bytes
+        let histogram = state.pointee.histogram
 
         let direct = workload.mode == .direct && file.isDirect
         return BenchResult(
@@ -135,6 +117,56 @@ enum BenchRunner {
             latencyP50Ns: histogram.valueAtPercentile(50), latencyP99Ns: histogram.valueAtPercentile(99), latencyP999Ns: histogram.valueAtPercentile(99.9),
             cpuUserSeconds: cpuEnd.user - cpuStart.user, cpuSystemSeconds: cpuEnd.system - cpuStart.system,
             bytesDirect: direct ? bytes : 0, bytesBounced: 0, registeredBuffers: registered, notes: notes)
+    }
+
+    /// Everything the loop changes per I/O, in one value.
+    private struct LoopState {
+        let pattern: Workload.Pattern
+        let blockBytes: Int64
+        let blocks: UInt64
+        let sizeBytes: Int64
+        var random: SplitMix
+        var nextSequential: Int64 = 0
+        var submittedAt: [UInt64]
+        var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        var measuring = false
+        var batchNow: UInt64 = 0
+        var ios = 0
+        var bytes: Int64 = 0
+        var failure: DirectIOError? = nil
+
+        init(workload: Workload, sizeBytes: Int64) {
+            pattern = workload.pattern
+            blockBytes = Int64(workload.blockBytes)
+            blocks = UInt64(sizeBytes / Int64(workload.blockBytes))
+            self.sizeBytes = sizeBytes
+            random = SplitMix(seed: workload.seed)
+            submittedAt = [UInt64](repeating: 0, count: workload.iodepth)
+            histogram.autoResize = true
+        }
+
+        mutating func nextOffset() -> Int64 {
+            if pattern.isRandom { return Int64(random.next() % blocks) * blockBytes }
+            let offset = nextSequential
+            nextSequential += blockBytes
+            if nextSequential + blockBytes > sizeBytes { nextSequential = 0 }
+            return offset
+        }
+
+        mutating func nextIsWrite() -> Bool {
+            switch pattern {
+            case .read, .randread: false
+            case .write, .randwrite: true
+            case .randrw: random.next() & 1 == 1  // fio's default rwmixread=50
+            }
+        }
+
+        mutating func record(_ bufferIndex: Int, bytes moved: Int) {
+            guard measuring else { return }
+            _ = histogram.record(batchNow &- submittedAt[bufferIndex])
+            ios += 1
+            bytes += Int64(moved)
+        }
     }
 
     private static func isAlignedOffset(_ value: Int, _ alignment: Int) -> Bool {

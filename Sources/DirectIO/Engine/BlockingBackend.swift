@@ -10,6 +10,8 @@ final class BlockingBackend: EngineBackend {
     let submissionCapacity: Int
 
     var kind: EngineKind { .blocking }
+    /// Each queued operation yields one completion at submit.
+    var completionCapacity: Int { submissionCapacity }
     var fixedBufferSlots: Int { 0 }
     var fixedFileSlots: Int { 0 }
 
@@ -40,10 +42,10 @@ final class BlockingBackend: EngineBackend {
         queued.removeAll(keepingCapacity: true)
     }
 
-    func reap(_ body: (RawCompletion) -> Void) -> Int {
-        let count = completed.count
-        for completion in completed { body(completion) }
-        completed.removeAll(keepingCapacity: true)
+    func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int {
+        let count = min(limit, completed.count)
+        for index in 0..<count { buffer[index] = completed[index] }
+        completed.removeFirst(count)
         return count
     }
 

@@ -30,8 +30,11 @@ protocol EngineBackend: AnyObject {
     /// EINTR and EAGAIN/EBUSY are handled here; what is thrown is a real failure.
     func submit(waitingFor minimum: Int) throws(Errno)
 
-    /// Hands each ready completion to `body` and returns the count.
-    func reap(_ body: (RawCompletion) -> Void) -> Int
+    /// Most completions that can be ready at once (the CQ size).
+    var completionCapacity: Int { get }
+
+    /// Copies up to `limit` ready completions to `buffer`, frees their slots, returns the count.
+    func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int
 
     func supports(_ opcode: Opcode) -> Bool
 

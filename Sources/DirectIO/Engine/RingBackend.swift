@@ -4,7 +4,9 @@ import SystemPackage
 
 /// The io_uring backend: SQEs in, CQEs out, fixed buffers in a sparse table.
 final class RingBackend: EngineBackend {
-    var ring: IORing
+    /// The ring, behind a pointer: this object is used by one thread at a time, and a class
+    /// stored property would pay a dynamic exclusivity check on every SQE and CQE.
+    let ring: UnsafeMutablePointer<IORing>
     let opcodes: OpcodeSupport
     let fixedBufferSlots: Int
     let fixedFileSlots: Int
@@ -12,7 +14,9 @@ final class RingBackend: EngineBackend {
     let registrationNotes: [String]
 
     var kind: EngineKind { .ioUring }
-    var submissionCapacity: Int { Int(ring.sq.entries) }
+    var submissionCapacity: Int { Int(ring.pointee.sq.entries) }
+    var completionCapacity: Int { Int(ring.pointee.cq.entries) }
+    var setupFlags: RingSetupFlags { ring.pointee.setupFlags }
 
     /// Opcodes without which the ring cannot serve DirectFile (READ/WRITE arrived in 5.6, the
     /// same release as the probe): on an older kernel the blocking engine is used instead.
@@ -52,16 +56,22 @@ final class RingBackend: EngineBackend {
         }
         // Close the ring on exec: nothing in a new program may use it.
         _ = fcntl(ring.fd, F_SETFD, FD_CLOEXEC)
-        self.ring = ring
+        self.ring = .allocate(capacity: 1)
+        self.ring.initialize(to: ring)
         self.opcodes = opcodes
         self.fixedBufferSlots = slots
         self.fixedFileSlots = files
         self.registrationNotes = notes
     }
 
+    deinit {
+        ring.deinitialize(count: 1)
+        ring.deallocate()
+    }
+
     @inline(__always)
     func enqueue(_ op: IOOperation, userData: UInt64) -> Bool {
-        guard let sqe = ring.sq.nextEntry() else { return false }
+        guard let sqe = ring.pointee.sq.nextEntry() else { return false }
         switch op.opcode {
         case .read, .write, .readFixed, .writeFixed, .readv, .writev:
             sqe.prepareReadWrite(op.opcode, fd: op.fd, address: op.address, length: op.length, offset: op.offset, bufferIndex: op.bufferIndex)
@@ -83,7 +93,7 @@ final class RingBackend: EngineBackend {
     }
 
     func enqueueCancel(target: UInt64, userData: UInt64) -> Bool {
-        guard let sqe = ring.sq.nextEntry() else { return false }
+        guard let sqe = ring.pointee.sq.nextEntry() else { return false }
         sqe.prepareCancel(target: target)
         sqe.pointee.user_data = userData
         return true
@@ -97,15 +107,15 @@ final class RingBackend: EngineBackend {
         var busyRetries = 0
         while true {
             do {
-                try ring.submit(waitingFor: minimum)
+                try ring.pointee.submit(waitingFor: minimum)
                 return
             } catch .interrupted {
                 // A signal interrupted the wait; whatever was submitted stays submitted.
-                if ring.cq.ready >= UInt32(minimum) { return }
+                if ring.pointee.cq.ready >= UInt32(minimum) { return }
             } catch .resourceTemporarilyUnavailable, .resourceBusy {
                 // The kernel is short of request memory or holds overflowed CQEs (liburing#281):
                 // the caller reaps what is ready; if nothing is, yield before retrying.
-                if ring.cq.ready > 0 { return }
+                if ring.pointee.cq.ready > 0 { return }
                 busyRetries += 1
                 if busyRetries > Self.busyRetryLimit { throw .resourceTemporarilyUnavailable }
                 sched_yield()
@@ -114,15 +124,17 @@ final class RingBackend: EngineBackend {
     }
 
     @inline(__always)
-    func reap(_ body: (RawCompletion) -> Void) -> Int { ring.reap(body) }
+    func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int {
+        ring.pointee.reap(into: buffer, limit: limit)
+    }
 
     func supports(_ opcode: Opcode) -> Bool { opcodes.supports(opcode) }
 
     func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) {
-        try ring.updateBuffers(first: UInt32(first), regions: regions)
+        try ring.pointee.updateBuffers(first: UInt32(first), regions: regions)
     }
 
     func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) {
-        try ring.updateFiles(first: UInt32(first), fds: fds)
+        try ring.pointee.updateFiles(first: UInt32(first), fds: fds)
     }
 }

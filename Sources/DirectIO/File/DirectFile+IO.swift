@@ -99,7 +99,8 @@ extension DirectFile {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
         }
         for (position, vector) in vectors.enumerated() {
-            if let problem = alignment.violation(address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: opcode == .readv) {
+            if let violation = alignment.violation(address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: opcode == .readv) {
+                let problem = AlignmentCheck.describe(violation, limits: limits, isRead: opcode == .readv)
                 throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: total, detail: "buffer \(position): \(problem)")
             }
         }
@@ -129,15 +130,15 @@ extension DirectFile {
     }
 
     private func blockBytes(isRead: Bool) -> Int {
-        isDirect ? (isRead ? limits.readOffsetAlignment : limits.offsetAlignment) : 1
+        isRead ? alignment.readAlignment : alignment.writeAlignment
     }
 
     private func checkArguments(name: String, address: UInt, offset: Int64, length: Int, isRead: Bool) throws(DirectIOError) {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: length) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: length, detail: problem)
         }
-        if let problem = alignment.violation(address: address, offset: offset, length: length, isRead: isRead) {
-            throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, detail: problem)
+        if let violation = alignment.violation(address: address, offset: offset, length: length, isRead: isRead) {
+            throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, detail: AlignmentCheck.describe(violation, limits: limits, isRead: isRead))
         }
     }
 
@@ -161,6 +162,7 @@ extension DirectFile {
         let partial = done > 0 ? "\(done) bytes were transferred before the failure" : nil
         if errno == .invalidArgument && isDirect {
             let broken = address.flatMap { alignment.violation(address: $0, offset: offset, length: length, isRead: isRead) }
+                .map { AlignmentCheck.describe($0, limits: limits, isRead: isRead) }
             let detail = broken ?? "the kernel rejected direct I/O that meets the reported limits (memory alignment \(limits.memoryAlignment), offset alignment \(isRead ? limits.readOffsetAlignment : limits.offsetAlignment)); the file may need buffered I/O"
             return DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, systemCall: call, errno: errno,
                                  detail: [detail, partial].compactMap { $0 }.joined(separator: "; "))

@@ -36,21 +36,24 @@ struct CompletionQueue {
     /// Completions the kernel had to drop (only possible without IORING_FEAT_NODROP).
     var droppedCount: UInt32 { dio_load_relaxed(overflow) }
 
-    /// Hands every posted completion to `body`, then frees their slots. Returns the count.
+    /// Copies up to `limit` posted completions to `buffer`, then frees their slots. Returns
+    /// the count.
     @inline(__always)
-    mutating func consume(_ body: (RawCompletion) -> Void) -> Int {
+    func consume(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int {
         let first = dio_load_relaxed(head)
         let last = dio_load_acquire(tail)  // acquire: see above
         var index = first
-        while index != last {
+        var count = 0
+        while index != last && count < limit {
             let cqe = cqes[Int(index & mask)]
-            body(RawCompletion(userData: cqe.user_data, result: cqe.res, flags: cqe.flags))
+            buffer[count] = RawCompletion(userData: cqe.user_data, result: cqe.res, flags: cqe.flags)
+            count += 1
             index &+= 1
         }
         if index != first {
             // Release: our reads of the CQEs must complete before the kernel may reuse the slots.
             dio_store_release(head, index)
         }
-        return Int(index &- first)
+        return count
     }
 }

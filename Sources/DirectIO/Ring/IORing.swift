@@ -166,9 +166,18 @@ struct IORing: ~Copyable {
         return try Sys.ioUringEnter(fd, toSubmit: toSubmit, minComplete: wait, flags: enterFlags)
     }
 
-    /// Hands every posted completion to `body` and frees its slot. Returns the count.
+    /// Copies up to `limit` posted completions to `buffer` and frees their slots. Returns the count.
     @inline(__always)
+    func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int {
+        cq.consume(into: buffer, limit: limit)
+    }
+
+    /// Hands every posted completion to `body` and frees its slot. Returns the count.
     mutating func reap(_ body: (RawCompletion) -> Void) -> Int {
-        cq.consume(body)
+        let buffer = UnsafeMutablePointer<RawCompletion>.allocate(capacity: Int(cq.entries))
+        defer { buffer.deallocate() }
+        let count = reap(into: buffer, limit: Int(cq.entries))
+        for index in 0..<count { body(buffer[index]) }
+        return count
     }
 }
