@@ -57,7 +57,12 @@ public final class IOEngine {
     ///     the engine must stay on the creating thread).
     ///   - fixedBufferSlots: size of the sparse fixed-buffer table pools register into.
     ///   - fixedFileSlots: size of the sparse fixed-file table files register into when opened.
-    public init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
+    public convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
+        try self.init(choice, queueDepth: queueDepth, ringFlags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, faults: nil)
+    }
+
+    /// An engine whose backend injects `faults` (tests of the engine's result handling).
+    init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, faults: FaultPlan?) throws(DirectIOError) {
         guard queueDepth > 0 && queueDepth <= 16_384 else {
             throw DirectIOError(.invalidArgument, operation: "create engine", detail: "queue depth \(queueDepth) is outside 1...16384")
         }
@@ -78,10 +83,11 @@ public final class IOEngine {
                 notes.append("io_uring unavailable, using blocking system calls: \(error)")
             }
         }
-        let chosen = backend ?? BlockingBackend(capacity: queueDepth * 2)
+        var chosen = backend ?? BlockingBackend(capacity: queueDepth * 2)
+        if let faults { chosen = FaultInjectingBackend(wrapping: chosen, plan: faults) }
         self.backend = chosen
         self.kind = chosen.kind
-        self.ringFlags = (chosen as? RingBackend)?.setupFlags
+        self.ringFlags = ((backend ?? chosen) as? RingBackend)?.setupFlags
         self.notes = notes
         self.capacity = queueDepth
         self.ownerThread = ringFlags.contains(.singleIssuer) && chosen.kind == .ioUring ? pthread_self() : nil

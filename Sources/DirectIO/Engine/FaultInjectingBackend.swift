@@ -1,0 +1,131 @@
+import Glibc
+import SystemPackage
+
+/// Faults a kernel may return, injected deterministically from a seed: the same seed and the
+/// same requests give the same faults, so a failing run replays.
+struct FaultPlan: Sendable {
+    var seed: UInt64
+    /// Percent of data transfers cut short (to a multiple of `shortGranularity` bytes, so a
+    /// direct I/O remainder stays aligned).
+    var shortTransferPercent = 0
+    var shortGranularity = 4096
+    /// Percent of requests answered -EAGAIN or -EINTR without being done (io_uring does this
+    /// when block-layer tags run out, liburing#766).
+    var againPercent = 0
+    var interruptPercent = 0
+    /// Requests whose file range covers one of these offsets fail with -EIO.
+    var ioErrorOffsets: [Int64] = []
+    /// Percent of completions held back for one reap, so they arrive out of order.
+    var delayPercent = 0
+}
+
+/// Wraps a real backend and injects the faults in a `FaultPlan` between the engine and the
+/// kernel. It exercises, against real files, every path by which the engine turns kernel
+/// results into outcomes: retry, remainder resubmission, error reporting, reordering.
+final class FaultInjectingBackend: EngineBackend {
+    private let inner: any EngineBackend
+    private let plan: FaultPlan
+    private var random: UInt64
+    /// Completions made up here (EAGAIN, EINTR, EIO), or released from the delay queue.
+    private var outbox: [RawCompletion] = []
+    private var delayed: [RawCompletion] = []
+    private(set) var injected = (short: 0, again: 0, interrupted: 0, ioErrors: 0, delayed: 0)
+
+    init(wrapping inner: any EngineBackend, plan: FaultPlan) {
+        self.inner = inner
+        self.plan = plan
+        self.random = plan.seed
+    }
+
+    var kind: EngineKind { inner.kind }
+    var submissionCapacity: Int { inner.submissionCapacity }
+    var completionCapacity: Int { inner.completionCapacity }
+    var fixedBufferSlots: Int { inner.fixedBufferSlots }
+    var fixedFileSlots: Int { inner.fixedFileSlots }
+    func supports(_ opcode: Opcode) -> Bool { inner.supports(opcode) }
+    func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) { try inner.updateFixedBuffers(first: first, regions: regions) }
+    func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) { try inner.updateFixedFiles(first: first, fds: fds) }
+    func enqueueCancel(target: UInt64, userData: UInt64) -> Bool { inner.enqueueCancel(target: target, userData: userData) }
+
+    private func roll(_ percent: Int) -> Bool {
+        guard percent > 0 else { return false }
+        random &+= 0x9E37_79B9_7F4A_7C15
+        var z = random
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Int((z ^ (z >> 31)) % 100) < percent
+    }
+
+    func enqueue(_ operation: IOOperation, userData: UInt64) -> Bool {
+        if operation.opcode.transfersData {
+            let start = operation.offset, end = operation.offset + Int64(operation.byteCount)
+            if plan.ioErrorOffsets.contains(where: { $0 >= start && $0 < end }) {
+                injected.ioErrors += 1
+                outbox.append(RawCompletion(userData: userData, result: -EIO, flags: 0))
+                return true
+            }
+            if roll(plan.againPercent) {
+                injected.again += 1
+                outbox.append(RawCompletion(userData: userData, result: -EAGAIN, flags: 0))
+                return true
+            }
+            if roll(plan.interruptPercent) {
+                injected.interrupted += 1
+                outbox.append(RawCompletion(userData: userData, result: -EINTR, flags: 0))
+                return true
+            }
+            if let shortened = shortened(operation) {
+                injected.short += 1
+                return inner.enqueue(shortened, userData: userData)
+            }
+        }
+        return inner.enqueue(operation, userData: userData)
+    }
+
+    /// The operation asking for fewer bytes, when the plan says to cut this one short.
+    private func shortened(_ operation: IOOperation) -> IOOperation? {
+        let granularity = plan.shortGranularity
+        switch operation.opcode {
+        case .read, .write, .readFixed, .writeFixed:
+            let blocks = Int(operation.length) / granularity
+            guard blocks > 1, roll(plan.shortTransferPercent) else { return nil }
+            var short = operation
+            short.length = UInt32((1 + Int(random % UInt64(blocks - 1))) * granularity)
+            return short
+        case .readv, .writev:
+            // Fewer iovecs: every iovec DirectIO sends is itself a whole number of blocks.
+            guard operation.length > 1, roll(plan.shortTransferPercent) else { return nil }
+            var short = operation
+            short.length = UInt32(1 + Int(random % UInt64(operation.length - 1)))
+            return short
+        default:
+            return nil
+        }
+    }
+
+    func submit(waitingFor minimum: Int) throws(Errno) {
+        let ready = outbox.count + delayed.count
+        try inner.submit(waitingFor: ready >= minimum ? 0 : minimum - ready)
+    }
+
+    func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int {
+        // Completions held back last time go out now, ahead of those that arrive now.
+        outbox.append(contentsOf: delayed)
+        delayed.removeAll()
+        let scratch = UnsafeMutablePointer<RawCompletion>.allocate(capacity: max(inner.completionCapacity, 1))
+        defer { scratch.deallocate() }
+        let count = inner.reap(into: scratch, limit: inner.completionCapacity)
+        for index in 0..<count {
+            if scratch[index].userData & Slot.cancelMarker == 0 && roll(plan.delayPercent) {
+                injected.delayed += 1
+                delayed.append(scratch[index])
+            } else {
+                outbox.append(scratch[index])
+            }
+        }
+        let handed = min(limit, outbox.count)
+        for index in 0..<handed { buffer[index] = outbox[index] }
+        outbox.removeFirst(handed)
+        return handed
+    }
+}
