@@ -4,6 +4,7 @@ import Synchronization
 import SystemPackage
 import Testing
 @testable import DirectIO
+import DIOCommands
 
 /// The same suite on both engines: every byte read or written through DirectIO is compared
 /// with a plain pread/pwrite on a separate buffered descriptor.
@@ -270,18 +271,6 @@ struct EngineConfig: Sendable, CustomTestStringConvertible {
     var testDescription: String { choice == .blocking ? "blocking" : "io_uring \(flags)" }
 }
 
-/// A seeded generator for offsets (splitmix64).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct SingleIssuerTests {
     @Test func aThreadPerCoreEngineRefusesOtherThreadsWithATypedError() throws {

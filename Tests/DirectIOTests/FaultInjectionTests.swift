@@ -2,6 +2,7 @@ import Glibc
 import SystemPackage
 import Testing
 @testable import DirectIO
+import DIOCommands
 
 /// The engine's handling of what a kernel may return, driven through a backend that injects
 /// short transfers, EAGAIN, EINTR, EIO and reordered completions into real I/O on real files

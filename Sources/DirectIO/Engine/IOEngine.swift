@@ -99,14 +99,14 @@ public final class IOEngine {
 
     deinit {
         shutdown()
-        registry.deinitialize(count: 1)
-        registry.deallocate()
         // When shutdown could not reap everything, the table (with the buffers the kernel may
         // still write) is kept forever rather than freed under the kernel's feet.
         if !registry.pointee.leaked {
             table.deinitialize(count: 1)
             table.deallocate()
         }
+        registry.deinitialize(count: 1)
+        registry.deallocate()
     }
 
     /// Whether the engine's kernel interface supports `opcode`.
@@ -209,8 +209,19 @@ public final class IOEngine {
     /// must stay valid until this returns, which it does only after the final completion.
     func perform(_ operation: IOOperation, blockBytes: Int = 1) throws(DirectIOError) -> IOOutcome {
         let index = try start(operation, tag: 0, buffer: nil, blockBytes: blockBytes, batched: false)
+        var cancelled = false
         while table.pointee.slots[index].state != .finished {
-            try wait(minimum: 1)
+            do { try wait(minimum: 1) } catch {
+                // The kernel may be reading or writing the caller's memory: this call must not
+                // return before the request's final completion, whatever io_uring_enter says.
+                // Cancel it and keep reaping (io_uring_enter fails here only if the ring is
+                // broken; hanging is then the memory-safe outcome).
+                if !cancelled {
+                    cancelled = true
+                    try? requestCancel(index)
+                }
+                sched_yield()
+            }
         }
         let outcome = table.pointee.slots[index].outcome
         table.pointee.release(index)
@@ -328,7 +339,12 @@ public final class IOEngine {
         table.pointee.statistics.submitted += 1
         if operation.opcode == .readFixed || operation.opcode == .writeFixed { table.pointee.statistics.fixedBufferRequests += 1 }
         if operation.fileSlot >= 0 { table.pointee.statistics.fixedFileRequests += 1 }
-        try enqueue(index)
+        do { try enqueue(index) } catch {
+            // It never reached the submission queue, so the kernel never saw its memory.
+            if batched { table.pointee.batchedInFlight -= 1 }
+            table.pointee.release(index)
+            throw error
+        }
         return index
     }
 
@@ -360,7 +376,7 @@ public final class IOEngine {
         while next < table.pointee.collectedCount {
             let completion = table.pointee.collected[next]
             next += 1
-            try handle(completion)
+            handle(completion)
         }
         table.pointee.collectedCount = 0
     }
@@ -371,7 +387,7 @@ public final class IOEngine {
         }
     }
 
-    private func handle(_ completion: RawCompletion) throws(DirectIOError) {
+    private func handle(_ completion: RawCompletion) {
         if completion.userData & Slot.cancelMarker != 0 {
             // The cancel request's own completion (0, -ENOENT or -EALREADY): the outcome that
             // matters arrives as the target's completion.
@@ -392,18 +408,27 @@ public final class IOEngine {
         case .retry where !slot.pointee.cancelRequested:
             slot.pointee.retries += 1
             table.pointee.statistics.retries += 1
-            try enqueue(index)
+            resubmit(index, errno: -completion.result)
         case .resubmitRemainder(let bytes) where !slot.pointee.cancelRequested:
             slot.pointee.operation = slot.pointee.operation.advanced(by: bytes - slot.pointee.done)
             slot.pointee.done = bytes
             table.pointee.statistics.resubmissions += 1
-            try enqueue(index)
+            resubmit(index, errno: -completion.result)
         case .retry:
             finish(index, IOOutcome(bytes: slot.pointee.done, errno: Errno(rawValue: -completion.result)))
         case .resubmitRemainder(let bytes), .finished(let bytes):
             finish(index, IOOutcome(bytes: bytes, errno: nil))
         case .failed(let code, let bytes):
             finish(index, IOOutcome(bytes: bytes, errno: Errno(rawValue: code)))
+        }
+    }
+
+    /// Queues a request again; if that fails, finishes it with `errno` (it is not in the
+    /// kernel, so nothing would ever complete it).
+    private func resubmit(_ index: Int, errno code: Int32) {
+        do { try enqueue(index) } catch {
+            let done = table.pointee.slots[index].done
+            finish(index, IOOutcome(bytes: done, errno: error.errno ?? Errno(rawValue: code > 0 ? code : EIO)))
         }
     }
 

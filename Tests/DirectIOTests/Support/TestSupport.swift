@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import DirectIO
+import DIOCommands
 
 /// Helpers shared by the integration tests: scratch files, reference I/O through plain
 /// pread/pwrite on a separate buffered descriptor, commands, loop devices and mounts.
@@ -22,20 +23,9 @@ enum TestSupport {
 
     /// Deterministic pseudo-random bytes (splitmix64), so failures replay.
     static func pattern(count: Int, seed: UInt64) -> [UInt8] {
-        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        var random = SplitMix(seed: seed)
         var bytes = [UInt8](repeating: 0, count: count)
-        var index = 0
-        while index < count {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            for shift in stride(from: 0, to: 64, by: 8) where index < count {
-                bytes[index] = UInt8(truncatingIfNeeded: z >> UInt64(shift))
-                index += 1
-            }
-        }
+        bytes.withUnsafeMutableBytes { random.fill($0) }
         return bytes
     }
 
