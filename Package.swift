@@ -12,6 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         // The only C in the package: raw system calls Swift cannot make (variadic syscall()),
@@ -36,7 +37,10 @@ let package = Package(
         .executableTarget(name: "dio", dependencies: ["DIOCommands"]),
         .testTarget(
             name: "DirectIOTests",
-            dependencies: ["DirectIO", "CDirectIO", "DIOCommands", "dio"]
+            dependencies: [
+                "DirectIO", "CDirectIO", "DIOCommands", "dio",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

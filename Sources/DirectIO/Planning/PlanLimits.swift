@@ -1,0 +1,53 @@
+/// The limits a plan must respect: the device's (from `DeviceLimits`) and DirectIO's own.
+public struct PlanLimits: Sendable, Equatable {
+    /// Memory addresses of direct pieces must be multiples of this (power of two).
+    public var memoryAlignment: Int
+    /// File offsets and piece lengths must be multiples of this (power of two); for reads, the
+    /// read offset alignment.
+    public var offsetAlignment: Int
+    /// Largest device I/O (max_sectors_kb; and at most MAX_RW_COUNT).
+    public var maxIOBytes: Int
+    /// Most pieces (iovecs) per device I/O (max_segments, and at most IOV_MAX).
+    public var maxSegments: Int
+    /// Largest piece (max_segment_size).
+    public var maxSegmentBytes: Int
+    /// Bounce memory one device I/O may use (one bounce buffer).
+    public var bounceBufferBytes: Int
+
+    public init(memoryAlignment: Int, offsetAlignment: Int, maxIOBytes: Int, maxSegments: Int, maxSegmentBytes: Int, bounceBufferBytes: Int) {
+        self.memoryAlignment = memoryAlignment
+        self.offsetAlignment = offsetAlignment
+        self.maxIOBytes = maxIOBytes
+        self.maxSegments = maxSegments
+        self.maxSegmentBytes = maxSegmentBytes
+        self.bounceBufferBytes = bounceBufferBytes
+    }
+
+    /// The limits for reads or writes on a file with `limits`, using bounce buffers of
+    /// `bounceBufferBytes`.
+    public init(_ limits: DeviceLimits, isRead: Bool, bounceBufferBytes: Int) {
+        let offset = isRead ? limits.readOffsetAlignment : limits.offsetAlignment
+        self.init(
+            memoryAlignment: limits.memoryAlignment,
+            offsetAlignment: offset,
+            maxIOBytes: min(limits.maxIOBytes.flatMap { $0 > 0 ? $0 : nil } ?? AlignmentCheck.maxRequestBytes, AlignmentCheck.maxRequestBytes),
+            maxSegments: min(limits.maxSegments.flatMap { $0 > 0 ? $0 : nil } ?? AlignmentCheck.maxVectors, AlignmentCheck.maxVectors),
+            maxSegmentBytes: limits.maxSegmentBytes.flatMap { $0 > 0 ? $0 : nil } ?? AlignmentCheck.maxRequestBytes,
+            bounceBufferBytes: bounceBufferBytes)
+    }
+
+    /// The granule every piece is cut to: both alignments at once.
+    var granule: Int { max(memoryAlignment, offsetAlignment) }
+
+    /// Why these limits cannot be planned with, or nil.
+    var problem: String? {
+        for (name, value) in [("memory alignment", memoryAlignment), ("offset alignment", offsetAlignment)] where value < 1 || value.nonzeroBitCount != 1 {
+            return "\(name) \(value) is not a power of two"
+        }
+        if maxIOBytes < offsetAlignment { return "max I/O bytes \(maxIOBytes) is below the offset alignment \(offsetAlignment)" }
+        if maxSegments < 1 { return "max segments must be at least 1" }
+        if maxSegmentBytes < granule { return "max segment bytes \(maxSegmentBytes) is below the alignment granule \(granule)" }
+        if bounceBufferBytes < offsetAlignment { return "bounce buffers of \(bounceBufferBytes) bytes cannot hold one \(offsetAlignment)-byte block" }
+        return nil
+    }
+}
