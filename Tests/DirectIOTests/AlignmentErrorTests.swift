@@ -18,7 +18,7 @@ import Testing
     func misalignedMemoryNamesTheMemoryAlignment(config: EngineConfig) throws {
         let (directory, path, reference) = try fixture()
         defer { TestSupport.remove(directory) }
-        let file = try DirectFile(path: path, engine: config.make())
+        let file = try DirectFile(path: path, options: OpenOptions(misaligned: .fail), engine: config.make())
         let memoryAlignment = file.limits.memoryAlignment
         try #require(memoryAlignment > 1, "ext4 must report a memory alignment")
         let buffer = try AlignedBuffer(byteCount: 16384)

@@ -107,6 +107,7 @@ import Testing
                 Issue.record("copy \(copy) is not inside one bounce piece")
                 continue
             }
+            #expect(copy.fileOffset == filePosition)
             for offset in 0..<copy.length {
                 let file = filePosition + Int64(offset)
                 #expect(file >= start && file < end)

@@ -37,6 +37,29 @@ public final class IOEngine {
         var lastPool: (id: ObjectIdentifier, firstSlot: Int)? = nil
         /// Set when the kernel may still own buffers that can never be reaped (see `shutdown`).
         var leaked = false
+        /// Bounce buffers for misaligned requests, made on first use.
+        var bouncePool: BufferPool? = nil
+    }
+
+    /// Bounce buffers: 8 of 256 KiB, enough for one request in flight per buffer; made on
+    /// first use and registered with this engine.
+    static let bounceBufferBytes = 256 << 10
+    static let bounceBufferCount = 8
+
+    /// The engine's bounce pool, made and registered on first use.
+    func bouncePool() throws(DirectIOError) -> BufferPool {
+        if let pool = registry.pointee.bouncePool { return pool }
+        let pool = try BufferPool(count: Self.bounceBufferCount, bufferBytes: Self.bounceBufferBytes)
+        register(pool)
+        registry.pointee.bouncePool = pool
+        return pool
+    }
+
+    /// Counts a transfer's direct and bounced bytes.
+    func record(direct: Int, bounced: Int, readModifyWrites: Int = 0) {
+        table.pointee.statistics.bytesDirect += direct
+        table.pointee.statistics.bytesBounced += bounced
+        table.pointee.statistics.readModifyWriteBlocks += readModifyWrites
     }
 
     /// Which engine to use.
@@ -317,6 +340,7 @@ public final class IOEngine {
         while let index = table.pointee.popFinished() { table.pointee.release(index) }
         registry.pointee.pools.removeAll()
         registry.pointee.lastPool = nil
+        registry.pointee.bouncePool = nil
     }
 
     // MARK: Request state

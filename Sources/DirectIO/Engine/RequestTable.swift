@@ -136,6 +136,12 @@ public struct EngineStatistics: Sendable, Equatable {
     public var fixedBufferRequests = 0
     /// Requests that named their file by fixed-file slot.
     public var fixedFileRequests = 0
+    /// Caller bytes moved by DMA to or from the caller's own memory.
+    public var bytesDirect = 0
+    /// Caller bytes copied through bounce buffers because alignment left no other way.
+    public var bytesBounced = 0
+    /// Blocks read before being written back with the caller's bytes over them.
+    public var readModifyWriteBlocks = 0
 }
 
 /// Hands out contiguous ranges of fixed-buffer or fixed-file slots (first fit; pools and files

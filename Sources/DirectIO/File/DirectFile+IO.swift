@@ -27,23 +27,44 @@ extension DirectFile {
 
     // MARK: Caller memory
 
-    /// Reads into caller memory, which must meet `limits.memoryAlignment` for direct I/O
-    /// (misaligned memory is the bounce layer's job, not this call's).
+    /// Reads `buffer.count` bytes at `offset` into any caller memory. Returns the bytes read:
+    /// fewer only at end of file. Memory, offset and length need no alignment: what breaks
+    /// the device's alignment goes through bounce buffers (unless the file was opened with
+    /// `misaligned: .fail`), the rest straight into `buffer`.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
         guard let base = buffer.baseAddress else { return try checkEmpty("read", offset) }
+        if needsBounce(address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: true) {
+            return try transferBounced(isRead: true, [CallerSegment(address: UInt(bitPattern: base), length: buffer.count)], at: offset, name: "read")
+        }
         let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: base, count: buffer.count, at: offset, fixedSlot: nil)
         return try run(operation, name: "read", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
     }
 
-    /// Writes caller memory, which must meet `limits.memoryAlignment` for direct I/O.
+    /// Writes `buffer` at `offset` from any caller memory; see `read(into:at:)`.
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
         guard let base = buffer.baseAddress else { return try checkEmpty("write", offset) }
+        if needsBounce(address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: false) {
+            return try transferBounced(isRead: false, [CallerSegment(address: UInt(bitPattern: base), length: buffer.count)], at: offset, name: "write")
+        }
         let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: base, count: buffer.count, at: offset, fixedSlot: nil)
         return try run(operation, name: "write", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
     }
 
+    /// Reads into `bytes` (its whole count) at `offset`; returns the bytes read.
+    public func read(into bytes: inout [UInt8], at offset: Int64) throws(DirectIOError) -> Int {
+        // withUnsafeMutableBytes rethrows untyped errors: carry the typed one out in a Result.
+        let result = bytes.withUnsafeMutableBytes { raw in Result { () throws(DirectIOError) in try read(into: raw, at: offset) } }
+        return try result.get()
+    }
+
+    /// Writes `bytes` at `offset`; returns the bytes written.
+    public func write(_ bytes: [UInt8], at offset: Int64) throws(DirectIOError) -> Int {
+        let result = bytes.withUnsafeBytes { raw in Result { () throws(DirectIOError) in try write(raw, at: offset) } }
+        return try result.get()
+    }
+
     /// Reads into several buffers from consecutive file bytes starting at `offset` (READV /
-    /// preadv). Each buffer must meet the alignment rules on its own.
+    /// preadv when all are aligned; planned and partly bounced otherwise).
     public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: Int64) throws(DirectIOError) -> Int {
         try vectored(.readv, buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, at: offset)
     }
@@ -51,6 +72,13 @@ extension DirectFile {
     /// Writes several buffers to consecutive file bytes starting at `offset` (WRITEV / pwritev).
     public func write(_ buffers: [UnsafeRawBufferPointer], at offset: Int64) throws(DirectIOError) -> Int {
         try vectored(.writev, buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }, at: offset)
+    }
+
+    /// Whether a request must go through the planner: it breaks an alignment and the file
+    /// bounces rather than refuses.
+    private func needsBounce(address: UInt, offset: Int64, length: Int, isRead: Bool) -> Bool {
+        bouncesMisaligned && length > 0 && AlignmentCheck.argumentProblem(offset: offset, length: length) == nil
+            && alignment.violation(address: address, offset: offset, length: length, isRead: isRead) != nil
     }
 
     // MARK: Batched, owned buffers
@@ -97,6 +125,10 @@ extension DirectFile {
         }
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
+        }
+        if bouncesMisaligned && vectors.contains(where: { alignment.violation(address: UInt(bitPattern: $0.iov_base), offset: offset, length: $0.iov_len, isRead: opcode == .readv) != nil }) {
+            let segments = vectors.map { CallerSegment(address: UInt(bitPattern: $0.iov_base), length: $0.iov_len) }
+            return try transferBounced(isRead: opcode == .readv, segments, at: offset, name: name)
         }
         for (position, vector) in vectors.enumerated() {
             if let violation = alignment.violation(address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: opcode == .readv) {

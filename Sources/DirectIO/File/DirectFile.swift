@@ -27,6 +27,9 @@ public struct DirectFile: ~Copyable {
     public let fallbackNote: String?
     public let engine: IOEngine
     let alignment: AlignmentCheck
+    /// Whether requests that break the alignment are bounced (else refused).
+    let bouncesMisaligned: Bool
+    let identity: Identity
 
     /// Opens `path`.
     /// - Parameter engine: the engine to submit through; nil creates one for this file alone.
@@ -74,6 +77,13 @@ public struct DirectFile: ~Copyable {
             note = "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); using buffered I/O"
             direct = false
         }
+        let stat: stat
+        do { stat = try Sys.fstat(fd) } catch {
+            _ = try? Sys.close(fd)
+            throw .system(error, operation: "open", call: "fstat", path: path)
+        }
+        self.identity = Identity(device: UInt64(stat.st_dev), inode: UInt64(stat.st_ino))
+        self.bouncesMisaligned = options.misaligned == .bounce
         self.path = path
         self.owner = DescriptorOwner(fd: fd, fileSlot: engine.registerFile(fd) ?? -1, engine: engine)
         self.limits = limits

@@ -25,14 +25,17 @@ public struct OpenOptions: Sendable {
     public var truncate: Bool
     /// Permission bits for a created file.
     public var permissions: mode_t
+    /// What caller memory, offsets and lengths that break the direct-I/O alignment get.
+    public var misaligned: MisalignedPolicy
 
-    public init(access: Access = .readWrite, directIO: DirectIOMode = .required, create: Bool = false, exclusive: Bool = false, truncate: Bool = false, permissions: mode_t = 0o644) {
+    public init(access: Access = .readWrite, directIO: DirectIOMode = .required, create: Bool = false, exclusive: Bool = false, truncate: Bool = false, permissions: mode_t = 0o644, misaligned: MisalignedPolicy = .bounce) {
         self.access = access
         self.directIO = directIO
         self.create = create
         self.exclusive = exclusive
         self.truncate = truncate
         self.permissions = permissions
+        self.misaligned = misaligned
     }
 
     var flags: Int32 {
@@ -55,4 +58,14 @@ public enum SyncKind: Sendable {
     case data
     /// Data and all metadata (fsync).
     case full
+}
+
+/// What a direct-I/O file does with requests that break its alignment.
+public enum MisalignedPolicy: Sendable {
+    /// Move the aligned part directly and only the rest through bounce buffers
+    /// (read-modify-write for partly covered blocks). Pool and aligned buffers never need it.
+    case bounce
+    /// Refuse with `.misaligned`, naming the broken limit: for callers who must know that
+    /// every byte moved by DMA.
+    case fail
 }

@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 
 /// A fixed set of equal, page-aligned buffers carved from one locked mapping, for I/O.
 ///
@@ -19,11 +18,13 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     /// The mapping's address, kept as an integer: the pool never touches the memory itself;
     /// each buffer's bytes are reached only through its single `PoolBuffer` owner.
     private let baseBits: UInt
-    private let state: Mutex<State>
+    private let state: ConditionLock<State>
 
-    private struct State: ~Copyable {
+    private struct State: Sendable {
         var free: [Int]
         var registration: Registration
+        /// How many takes found the pool empty and waited.
+        var waits = 0
     }
 
     /// Whether the engine's fixed-buffer table holds this pool's buffers.
@@ -60,7 +61,7 @@ public final class BufferPool: Sendable, CustomStringConvertible {
         self.count = count
         self.baseBits = UInt(bitPattern: address)
         self.mapping = report
-        self.state = Mutex(State(free: Array((0..<count).reversed()), registration: .unregistered))
+        self.state = ConditionLock(State(free: Array((0..<count).reversed()), registration: .unregistered))
     }
 
     deinit {
@@ -75,6 +76,25 @@ public final class BufferPool: Sendable, CustomStringConvertible {
         guard let index = state.withLock({ $0.free.popLast() }) else { return nil }
         return PoolBuffer(pool: self, index: index, address: address(of: index))
     }
+
+    /// Takes a free buffer, waiting for one to be returned when all are in use: like the
+    /// kernel's mempool_alloc for a caller that may sleep, it never fails. The caller must not
+    /// hold buffers of this pool that only it could return, or it waits forever.
+    public func takeWaiting() -> PoolBuffer {
+        var counted = false
+        let index = state.wait { state -> Int? in
+            if let index = state.free.popLast() { return index }
+            if !counted {
+                counted = true
+                state.waits += 1
+            }
+            return nil
+        }
+        return PoolBuffer(pool: self, index: index, address: address(of: index))
+    }
+
+    /// How many times a caller found the pool empty and waited.
+    public var waits: Int { state.withLock { $0.waits } }
 
     /// Buffers not currently taken.
     public var available: Int { state.withLock { $0.free.count } }
@@ -97,7 +117,7 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     }
 
     fileprivate func giveBack(_ index: Int) {
-        state.withLock { $0.free.append(index) }
+        state.updateAndBroadcast { $0.free.append(index) }
     }
 
     public var description: String {
@@ -106,7 +126,11 @@ public final class BufferPool: Sendable, CustomStringConvertible {
 }
 
 /// One buffer of a `BufferPool`, with a single owner; dropping it returns it to the pool.
-public struct PoolBuffer: ~Copyable, IOBuffer {
+///
+/// `@unchecked Sendable` is sound: the value is `~Copyable`, so it is the only way to reach
+/// its memory, and sending it to another thread moves that access rather than sharing it;
+/// the pool it points to is itself `Sendable`.
+public struct PoolBuffer: ~Copyable, IOBuffer, @unchecked Sendable {
     public let pool: BufferPool
     public let index: Int
     public let baseAddress: UnsafeMutableRawPointer

@@ -52,6 +52,8 @@ public struct BounceBlock: Sendable, Equatable {
 public struct BounceCopy: Sendable, Equatable {
     /// Index of the device I/O whose bounce buffer holds the bytes.
     public var io: Int
+    /// The file offset of the first byte.
+    public var fileOffset: Int64
     public var bounceOffset: Int
     public var callerAddress: UInt
     public var length: Int

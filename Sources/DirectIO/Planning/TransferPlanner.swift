@@ -187,7 +187,7 @@ public enum TransferPlanner {
                         let high = min(pieceEnd, segmentEnd)
                         if low < high {
                             copies.append(BounceCopy(
-                                io: ioIndex, bounceOffset: bounceOffset + Int(low - position),
+                                io: ioIndex, fileOffset: low, bounceOffset: bounceOffset + Int(low - position),
                                 callerAddress: segments[index].address &+ UInt(low - indexStart), length: Int(high - low)))
                         }
                         indexStart = segmentEnd

@@ -56,6 +56,14 @@ enum TestSupport {
         return Array(bytes[0..<done])
     }
 
+    /// Expects equal bytes; on a difference reports the sizes and the first differing offset
+    /// instead of both arrays.
+    static func expectSameBytes(_ actual: [UInt8], _ expected: [UInt8], _ context: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        guard actual != expected else { return }
+        let first = zip(actual, expected).firstIndex { $0 != $1 } ?? min(actual.count, expected.count)
+        Issue.record("\(context): \(actual.count) bytes, expected \(expected.count); first difference at byte \(first)", sourceLocation: sourceLocation)
+    }
+
     /// Runs a command (found on PATH); returns its exit status, standard output and error.
     @discardableResult
     static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, error: String) {

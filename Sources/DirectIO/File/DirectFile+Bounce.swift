@@ -1,0 +1,132 @@
+import Glibc
+import SystemPackage
+
+/// Requests that break the file's alignment, executed from a `TransferPlan`: the aligned
+/// parts go straight between the caller's memory and the device, the rest through bounce
+/// buffers (copied in before a write is submitted, copied out after a read completes), and
+/// blocks the caller covers only partly are read, merged and written back under a block lock.
+extension DirectFile {
+    /// The identity of the file for block locks.
+    struct Identity: Sendable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    func transferBounced(isRead: Bool, _ segments: [CallerSegment], at offset: Int64, name: String) throws(DirectIOError) -> Int {
+        let total = segments.reduce(0) { $0 + $1.length }
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
+        }
+        let pool = try engine.bouncePool()
+        let plan = try TransferPlanner.plan(
+            segments: segments, fileOffset: offset, isWrite: !isRead,
+            limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
+        let partial = plan.ios.flatMap(\.readBeforeWrite)
+        let keys = partial.map { BlockLocks.Key(device: identity.device, inode: identity.inode, block: $0.fileOffset) }
+        BlockLocks.shared.lock(keys)
+        defer { BlockLocks.shared.unlock(keys) }
+        // A write whose last block lies past the end of the file writes that whole block:
+        // remember the size to cut the file back to the caller's end afterwards.
+        let end = offset + Int64(total)
+        let sizeBefore = isRead || partial.isEmpty ? nil : try size()
+
+        for (index, io) in plan.ios.enumerated() {
+            let moved: Int
+            if io.bounceBytes > 0 {
+                // The bounce buffer is held until this I/O's completion has been reaped
+                // (`perform` returns only then), and given back just after.
+                let buffer = pool.takeWaiting()
+                moved = try bounced(io, index: index, plan: plan, isRead: isRead, bounceBase: buffer.baseAddress, name: name, offset: offset, total: total)
+                _ = consume buffer
+            } else {
+                moved = try deviceIO(io, isRead: isRead, bounceBase: nil, name: name, offset: offset, total: total)
+            }
+            if moved < io.length {
+                let validEnd = io.fileOffset + Int64(moved)
+                guard isRead else {
+                    throw DirectIOError(.ioError, operation: name, path: path, offset: validEnd, length: total,
+                                        detail: "the device accepted \(moved) of \(io.length) bytes and then no more")
+                }
+                // End of file: the caller gets what exists.
+                let got = Int(max(0, min(end, validEnd) - offset))
+                recordBounce(plan, upTo: got, total: total)
+                return got
+            }
+        }
+        if let sizeBefore {
+            let size = try size()
+            let keep = max(sizeBefore, end)
+            if size > keep {
+                do { try Sys.ftruncate(descriptor, keep) } catch {
+                    throw .system(error, operation: name, call: "ftruncate", path: path, offset: keep, detail: "cutting back the zero-filled tail of the last block")
+                }
+            }
+        }
+        recordBounce(plan, upTo: total, total: total)
+        engine.record(direct: 0, bounced: 0, readModifyWrites: partial.count)
+        return total
+    }
+
+    /// One device I/O with a bounce buffer: read-modify-write blocks and copy-in before a
+    /// write, copy-out (of what was read, which may end at EOF) after a read.
+    private func bounced(_ io: DeviceIO, index: Int, plan: TransferPlan, isRead: Bool, bounceBase: UnsafeMutableRawPointer, name: String, offset: Int64, total: Int) throws(DirectIOError) -> Int {
+        let copies = plan.copies.filter { $0.io == index }
+        if !isRead {
+            for block in io.readBeforeWrite {
+                let got = try readBlock(into: bounceBase + block.bounceOffset, count: block.length, at: block.fileOffset, name: name)
+                // Past the end of the file the block reads short: its tail is zeros.
+                if got < block.length { memset(bounceBase + block.bounceOffset + got, 0, block.length - got) }
+            }
+            for copy in copies {
+                // Caller addresses come from the caller's own buffers, which are never null.
+                (bounceBase + copy.bounceOffset).copyMemory(from: UnsafeRawPointer(bitPattern: copy.callerAddress).unsafelyUnwrapped, byteCount: copy.length)
+            }
+        }
+        let moved = try deviceIO(io, isRead: isRead, bounceBase: bounceBase, name: name, offset: offset, total: total)
+        if isRead {
+            let validEnd = io.fileOffset + Int64(moved)
+            for copy in copies where copy.fileOffset < validEnd {
+                let count = Int(min(Int64(copy.length), validEnd - copy.fileOffset))
+                UnsafeMutableRawPointer(bitPattern: copy.callerAddress).unsafelyUnwrapped.copyMemory(from: bounceBase + copy.bounceOffset, byteCount: count)
+            }
+        }
+        return moved
+    }
+
+    private func recordBounce(_ plan: TransferPlan, upTo got: Int, total: Int) {
+        guard total > 0 else { return }
+        let bounced = got == total ? plan.bytesBounced : plan.bytesBounced * got / total
+        engine.record(direct: got - bounced, bounced: bounced)
+    }
+
+    /// One planned device I/O; returns the bytes it moved.
+    private func deviceIO(_ io: DeviceIO, isRead: Bool, bounceBase: UnsafeMutableRawPointer?, name: String, offset: Int64, total: Int) throws(DirectIOError) -> Int {
+        let vectors = io.pieces.map { piece -> iovec in
+            switch piece.memory {
+            case .caller(let address): iovec(iov_base: UnsafeMutableRawPointer(bitPattern: address), iov_len: piece.length)
+            case .bounce(let bounceOffset): iovec(iov_base: bounceBase.map { $0 + bounceOffset }, iov_len: piece.length)
+            }
+        }
+        let copy = UnsafeMutablePointer<iovec>.allocate(capacity: vectors.count)
+        defer { copy.deallocate() }
+        copy.initialize(from: vectors, count: vectors.count)
+        let operation = IOOperation.vectored(isRead ? .readv : .writev, fd: descriptor, fileSlot: fileSlot, vectors: copy, count: vectors.count, at: io.fileOffset)
+        let outcome = try engine.perform(operation, blockBytes: isRead ? alignment.readAlignment : alignment.writeAlignment)
+        if let errno = outcome.errno {
+            throw .system(errno, operation: name, call: engine.kind == .ioUring ? (isRead ? "READV" : "WRITEV") : (isRead ? "preadv" : "pwritev"),
+                          path: path, offset: io.fileOffset + Int64(outcome.bytes), length: total,
+                          detail: "device I/O of \(io.length) bytes at \(io.fileOffset) for a request of \(total) bytes at \(offset)")
+        }
+        return outcome.bytes
+    }
+
+    /// Reads one aligned block into bounce memory for read-modify-write.
+    private func readBlock(into address: UnsafeMutableRawPointer, count: Int, at offset: Int64, name: String) throws(DirectIOError) -> Int {
+        let outcome = try engine.perform(.read(fd: descriptor, fileSlot: fileSlot, into: address, count: count, at: offset, fixedSlot: nil), blockBytes: alignment.readAlignment)
+        if let errno = outcome.errno {
+            throw .system(errno, operation: name, call: engine.kind == .ioUring ? "READ" : "pread", path: path, offset: offset, length: count,
+                          detail: "reading the block to merge with an unaligned write")
+        }
+        return outcome.bytes
+    }
+}

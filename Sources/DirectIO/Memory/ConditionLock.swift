@@ -1,0 +1,55 @@
+import Glibc
+
+/// State guarded by a mutex, with a condition to wait on until the state changes: what
+/// `Synchronization.Mutex` lacks, for pools whose callers may wait for a returned buffer.
+final class ConditionLock<State: Sendable>: @unchecked Sendable {
+    // @unchecked Sendable is sound here: `state` is read and written only inside
+    // `withLock`/`wait`, that is, between pthread_mutex_lock and pthread_mutex_unlock on
+    // `mutex`; the pthread objects themselves are designed for use from any thread and live
+    // at fixed addresses for the object's whole life.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    private var state: State
+
+    init(_ state: State) {
+        self.state = state
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        condition = .allocate(capacity: 1)
+        condition.initialize(to: pthread_cond_t())
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&state)
+    }
+
+    /// Changes the state and wakes every waiter to look at it again.
+    func updateAndBroadcast(_ body: (inout State) -> Void) {
+        pthread_mutex_lock(mutex)
+        body(&state)
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits until `attempt` returns a value, calling it with the lock held each time the
+    /// state changes.
+    func wait<R>(for attempt: (inout State) -> R?) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while true {
+            if let result = attempt(&state) { return result }
+            pthread_cond_wait(condition, mutex)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+@testable import DirectIO
+import DIOCommands
+
+/// Any memory, any offset, any length: byte-exact against a model and pread
+/// (RELIABILITY-CASES 1, 2, 7).
+@Suite struct BounceTests {
+    @Test(arguments: EngineTests.engines)
+    func unalignedReadsAndWritesOnExt4MatchTheReference(config: EngineConfig) throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        try BounceWorkload.run(path: directory + "/data", engine: config.make(), operations: 300, span: 300_000, seed: 41)
+    }
+
+    @Test func tmpfsTakesEveryRequestDirectly() throws {
+        let directory = "/dev/shm/directio-bounce-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let engine = try IOEngine(.ioUring)
+        let file = try DirectFile(path: path, options: OpenOptions(create: true), engine: engine)
+        let bytes = TestSupport.pattern(count: 10_001, seed: 42)
+        #expect(try file.write(bytes, at: 77) == 10_001)
+        var back = [UInt8](repeating: 0, count: 10_001)
+        #expect(try file.read(into: &back, at: 77) == 10_001)
+        #expect(back == bytes)
+        // tmpfs has alignment 1: nothing needed bouncing.
+        #expect(engine.statistics.bytesBounced == 0)
+    }
+
+    @Test func adjacentUnalignedWritersSharingABlockLoseNothing() throws {
+        // Writers on separate threads, each with its own engine and file, write disjoint byte
+        // ranges whose edges share 512-byte blocks: each write's read-modify-write of a shared
+        // block must not overwrite the neighbour's bytes.
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        try TestSupport.referenceWrite(path, [UInt8](repeating: 0, count: 64 * 1000 + 4096))
+        let threads = 8
+        let writesPerThread = 40
+        let done = DispatchGroup()
+        let failures = Mutex<[String]>([])
+        for thread in 0..<threads {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                do {
+                    let file = try DirectFile(path: path, engine: IOEngine(.ioUring, queueDepth: 4))
+                    for round in 0..<writesPerThread {
+                        // Range k covers [k*1000, (k+1)*1000): block edges never line up.
+                        let range = round * threads + thread
+                        guard range < 64 else { break }
+                        let bytes = [UInt8](repeating: UInt8(1 + range), count: 1000)
+                        _ = try file.write(bytes, at: Int64(range * 1000))
+                    }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+            }.start()
+        }
+        done.wait()
+        #expect(failures.withLock { $0 } == [])
+        var expected = [UInt8]()
+        for range in 0..<64 { expected += [UInt8](repeating: UInt8(1 + range), count: 1000) }
+        #expect(try TestSupport.referenceRead(path, count: 64_000) == expected)
+    }
+
+    @Test func misalignedMemoryCanBeRefusedInsteadOfBounced() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let file = try DirectFile(path: directory + "/data", options: OpenOptions(create: true, misaligned: .fail))
+        let error = #expect(throws: DirectIOError.self) { _ = try file.write([1, 2, 3], at: 5) }
+        #expect(error?.code == .misaligned)
+    }
+
+    @Test func waitingForABounceBufferNeverFailsAndNowaitSaysWouldBlock() throws {
+        let pool = try BufferPool(count: 2, bufferBytes: 4096)
+        guard let first = pool.take(), let second = pool.take() else { Issue.record("pool empty"); return }
+        var extra = false
+        if let _ = pool.take() { extra = true }
+        #expect(!extra)
+        let returned = Mutex(false)
+        let held = Mutex<PoolBuffer?>(first)
+        let giver = Thread {
+            usleep(50_000)
+            returned.withLock { $0 = true }
+            held.withLock { $0 = nil }  // gives `first` back to the pool
+        }
+        giver.start()
+        let third = pool.takeWaiting()  // blocks until `first` comes back
+        #expect(returned.withLock { $0 })
+        #expect(pool.waits == 1)
+        _ = consume second
+        _ = consume third
+        #expect(pool.available == 2)
+    }
+}
