@@ -60,7 +60,7 @@ enum TestSupport {
     /// instead of both arrays.
     static func expectSameBytes(_ actual: [UInt8], _ expected: [UInt8], _ context: String, sourceLocation: SourceLocation = #_sourceLocation) {
         guard actual != expected else { return }
-        let first = zip(actual, expected).firstIndex { $0 != $1 } ?? min(actual.count, expected.count)
+        let first = (0..<min(actual.count, expected.count)).first { actual[$0] != expected[$0] } ?? min(actual.count, expected.count)
         Issue.record("\(context): \(actual.count) bytes, expected \(expected.count); first difference at byte \(first)", sourceLocation: sourceLocation)
     }
 
