@@ -195,6 +195,26 @@ struct SystemTests {
         try roundTrip(path, blockBytes: 4096, seed: 7)
     }
 
+    @Test func unalignedRequestsOnAFourKiBSectorDeviceAndXfsAreByteExact() throws {
+        // 4 KiB logical sectors: every offset or length off 4096 goes through read-modify-write.
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let device = try LoopDevice.attach(megabytes: 8, sectorSize: 4096, in: directory)
+        defer { device.detach() }
+        for (index, config) in EngineTests.engines.enumerated() {
+            try BounceWorkload.run(path: device.path, engine: config.make(), operations: 150, span: 1 << 20, seed: 50 + UInt64(index), fixedSize: 8 << 20)
+        }
+        guard TestSupport.which("mkfs.xfs") != nil else {
+            print("skipping the xfs half: mkfs.xfs not installed (apt-get install xfsprogs)")
+            return
+        }
+        let filesystem = try MountedFilesystem.make("xfs", megabytes: 320, sectorSize: 4096, in: directory)
+        defer { filesystem.unmount() }
+        for (index, config) in EngineTests.engines.enumerated() {
+            try BounceWorkload.run(path: filesystem.mountPoint + "/data\(index)", engine: config.make(), operations: 150, span: 300_000, seed: 60 + UInt64(index))
+        }
+    }
+
     @Test func filesystemWithoutODirectFailsRequiredAndFallsBackForPreferred() throws {
         // ramfs has no direct I/O at all: open(O_DIRECT) fails with EINVAL.
         let directory = try TestSupport.scratchDirectory()
