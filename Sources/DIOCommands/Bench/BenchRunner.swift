@@ -33,7 +33,7 @@ enum BenchRunner {
             try file.dropCachedPages()
         }
         if workload.mode == .direct && !isAlignedOffset(workload.bufferOffset, file.limits.memoryAlignment) {
-            throw DirectIOError(.misaligned, operation: "bench", path: path, detail: "--buffer-offset \(workload.bufferOffset) breaks the memory alignment \(file.limits.memoryAlignment) of direct I/O here; bouncing misaligned buffers arrives with the bounce layer (issue 3)")
+            throw DirectIOError(.misaligned, operation: "bench", path: path, detail: "--buffer-offset \(workload.bufferOffset) breaks the memory alignment \(file.limits.memoryAlignment) of direct I/O here; the batched API dio bench drives does not bounce yet (the synchronous DirectFile calls do); use a multiple of \(file.limits.memoryAlignment)")
         }
 
         // The loop's state is reached through a pointer: a variable captured by the closures
