@@ -26,13 +26,20 @@ public struct PlanLimits: Sendable, Equatable {
     /// The limits for reads or writes on a file with `limits`, using bounce buffers of
     /// `bounceBufferBytes`.
     public init(_ limits: DeviceLimits, isRead: Bool, bounceBufferBytes: Int) {
-        let offset = isRead ? limits.readOffsetAlignment : limits.offsetAlignment
+        // Plain optional unwrapping: Swift 6.3.1's release optimizer crashed (CopyPropagation,
+        // "Found outside of lifetime use") on flatMap closures over these computed properties.
+        var maxIO = AlignmentCheck.maxRequestBytes
+        var segments = AlignmentCheck.maxVectors
+        var segmentBytes = AlignmentCheck.maxRequestBytes
+        if let queue = limits.queue {
+            if queue.maxIOBytes > 0 { maxIO = min(queue.maxIOBytes, maxIO) }
+            if queue.maxSegments > 0 { segments = min(queue.maxSegments, segments) }
+            if queue.maxSegmentBytes > 0 { segmentBytes = queue.maxSegmentBytes }
+        }
         self.init(
             memoryAlignment: limits.memoryAlignment,
-            offsetAlignment: offset,
-            maxIOBytes: min(limits.maxIOBytes.flatMap { $0 > 0 ? $0 : nil } ?? AlignmentCheck.maxRequestBytes, AlignmentCheck.maxRequestBytes),
-            maxSegments: min(limits.maxSegments.flatMap { $0 > 0 ? $0 : nil } ?? AlignmentCheck.maxVectors, AlignmentCheck.maxVectors),
-            maxSegmentBytes: limits.maxSegmentBytes.flatMap { $0 > 0 ? $0 : nil } ?? AlignmentCheck.maxRequestBytes,
+            offsetAlignment: isRead ? limits.readOffsetAlignment : limits.offsetAlignment,
+            maxIOBytes: maxIO, maxSegments: segments, maxSegmentBytes: segmentBytes,
             bounceBufferBytes: bounceBufferBytes)
     }
 
