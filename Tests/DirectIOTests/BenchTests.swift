@@ -34,7 +34,8 @@ import Testing
     @Test func withoutRwItIsTheStandardSuite() throws {
         let bench = try Bench.parse(["--engine", "uring"])
         let jobs = bench.workloads(sizeBytes: 1 << 30)
-        #expect(jobs.map(\.name) == ["randread 4k qd32", "read 1m qd8", "write 1m qd8"])
+        #expect(jobs.map(\.name) == ["randread 4k qd32", "read 1m qd8", "write 1m qd8", "read 1m qd8"])
+        #expect(jobs.map(\.bufferOffset) == [0, 0, 0, 8])
         #expect(jobs.allSatisfy { $0.engine == .ioUring && $0.mode == .direct && $0.buffers == .registered })
     }
 
@@ -94,7 +95,9 @@ import Testing
         let result = try TestSupport.run(["sh", "-c", "cd '\(directory)' && '\(TestSupport.dioExecutable)' bench --size 8m --runtime 0.2 --ramp 0 --json"])
         #expect(result.status == 0, "\(result.error)")
         let jobs = try result.output.split(separator: "\n").map { try TestSupport.json(String($0)) }
-        #expect(jobs.map { $0["rw"] as? String } == ["randread", "read", "write"])
+        #expect(jobs.map { $0["rw"] as? String } == ["randread", "read", "write", "read"])
+        #expect(jobs.last?["bufferOffset"] as? Int == 8)
+        #expect((jobs.last?["bytesShifted"] as? Int ?? 0) > 0)
         #expect(jobs.allSatisfy { ($0["ios"] as? Int ?? 0) > 0 })
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == [])
     }
@@ -132,7 +135,7 @@ import Testing
         let workload = Workload(pattern: .randread)
         let result = BenchResult(workload: workload, engine: .ioUring, ios: 1000, bytes: 4_096_000, seconds: 2, latencyP50Ns: 1500,
                                  latencyP99Ns: 3000, latencyP999Ns: 9000, cpuUserSeconds: 0.01, cpuSystemSeconds: 0.02,
-                                 bytesDirect: 4_096_000, bytesBounced: 0, registeredBuffers: true, notes: [])
+                                 bytesDirect: 4_096_000, bytesBounced: 0, bytesShifted: 0, registeredBuffers: true, notes: [])
         #expect(result.iops == 500)
         #expect(result.cpuMicrosecondsPerIO == 30)
         let table = BenchResult.table([result])

@@ -68,6 +68,67 @@ import DIOCommands
         #expect(try TestSupport.referenceRead(path, count: 64_000) == expected)
     }
 
+    @Test(arguments: EngineTests.engines)
+    func batchedRequestsWithMisalignedMemoryAreRealignedInTheirOwnBuffer(config: EngineConfig) throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        var model = TestSupport.pattern(count: 1 << 20, seed: 71)
+        try TestSupport.referenceWrite(path, model)
+        let engine = try config.make(queueDepth: 8)
+        let pool = try BufferPool(count: 8, bufferBytes: 65536 + 4096)
+        engine.register(pool)
+        let file = try DirectFile(path: path, engine: engine)
+        var random = SplitMix(seed: 72)
+        for round in 0..<30 {
+            // Rounds alternate: eight reads, or eight writes to disjoint ranges, so every
+            // read knows what the file holds.
+            let isWrite = round % 2 == 0
+            var requests: [UInt64: (offset: Int, count: Int, bufferOffset: Int, bytes: [UInt8])] = [:]
+            for slot in 0..<8 {
+                guard var buffer = pool.take() else { Issue.record("pool empty"); return }
+                let bufferOffset = Int(random.next() % 4096)
+                if isWrite {
+                    // Whole 512-byte blocks inside this slot's 128 KiB; memory anywhere.
+                    let offset = slot * 131_072 + Int(random.next() % 64) * 512
+                    let count = (1 + Int(random.next() % 120)) * 512
+                    let bytes = TestSupport.pattern(count: count, seed: UInt64(round * 8 + slot))
+                    buffer.withUnsafeMutableBytes { raw in
+                        UnsafeMutableRawBufferPointer(rebasing: raw[bufferOffset..<bufferOffset + count]).copyBytes(from: bytes)
+                    }
+                    requests[UInt64(slot)] = (offset, count, bufferOffset, bytes)
+                    try file.submitWrite(buffer, bufferOffset: bufferOffset, count: count, at: Int64(offset), tag: UInt64(slot))
+                } else {
+                    let offset = Int(random.next() % UInt64((1 << 20) + 4096))
+                    let count = 1 + Int(random.next() % 60_000)
+                    requests[UInt64(slot)] = (offset, count, bufferOffset, [])
+                    try file.submitRead(into: buffer, bufferOffset: bufferOffset, count: count, at: Int64(offset), tag: UInt64(slot))
+                }
+            }
+            try engine.reap(minimum: 8) { completion in
+                var completion = completion
+                guard let request = requests[completion.tag], let buffer = completion.takeBuffer() else { return }
+                #expect(completion.offset == Int64(request.offset))
+                let bytes = Array(UnsafeRawBufferPointer(start: buffer.baseAddress + request.bufferOffset, count: request.count))
+                if isWrite {
+                    #expect(completion.outcome == IOOutcome(bytes: request.count, errno: nil))
+                    TestSupport.expectSameBytes(bytes, request.bytes, "round \(round): the written buffer comes back as given")
+                } else {
+                    let available = max(0, min(request.count, model.count - request.offset))
+                    #expect(completion.outcome == IOOutcome(bytes: available, errno: nil))
+                    TestSupport.expectSameBytes(Array(bytes.prefix(available)), available > 0 ? Array(model[request.offset..<request.offset + available]) : [], "round \(round): read at \(request.offset)+\(request.count)")
+                }
+            }
+            if isWrite {
+                for request in requests.values { model.replaceSubrange(request.offset..<request.offset + request.count, with: request.bytes) }
+            }
+        }
+        #expect(engine.statistics.bytesShifted > 0)
+        #expect(engine.statistics.bytesBounced == 0)
+        try file.sync()
+        TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 1 << 20), model, "file against the model")
+    }
+
     @Test func misalignedMemoryCanBeRefusedInsteadOfBounced() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

@@ -10,7 +10,7 @@ public struct Bench: ParsableCommand {
             With no PATH, creates a temporary file in the current directory (removed afterwards, \
             also on Ctrl-C). A PATH that does not exist is created with --size. Files the \
             benchmark creates are filled with random data before anything is timed. Without \
-            --rw, runs the standard suite: 4k randread QD32, 1m read QD8, 1m write QD8.
+            --rw, runs the standard suite: 4k randread QD32, 1m read QD8, 1m write QD8, 1m read QD8 into buffers 8 bytes off a page.
             Options mean what fio's options of the same name mean.
             """)
 

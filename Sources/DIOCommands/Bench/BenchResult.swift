@@ -15,8 +15,11 @@ public struct BenchResult: Sendable {
     public var cpuSystemSeconds: Double
     /// Bytes moved straight between the caller's buffers and the device.
     public var bytesDirect: Int64
-    /// Bytes copied through bounce buffers (0 until the bounce layer lands).
+    /// Bytes copied through bounce buffers.
     public var bytesBounced: Int64
+    /// Bytes slid into place inside their own buffer after (reads) or around (writes) a DMA
+    /// that could not target them directly (memory misaligned against the file offset).
+    public var bytesShifted: Int64
     /// Whether the pool's buffers were registered (fixed buffers).
     public var registeredBuffers: Bool
     public var notes: [String]
@@ -41,6 +44,7 @@ public struct BenchResult: Sendable {
             ("cpuMicrosecondsPerIO", .double((cpuMicrosecondsPerIO * 1000).rounded() / 1000)),
             ("bytesDirect", .int(Int(bytesDirect))),
             ("bytesBounced", .int(Int(bytesBounced))),
+            ("bytesShifted", .int(Int(bytesShifted))),
             ("engine", .string(engine.rawValue)),
             ("api", .string(workload.api.rawValue)),
             ("mode", .string(workload.mode.rawValue)),
@@ -55,7 +59,7 @@ public struct BenchResult: Sendable {
 
     /// The results as a table, one row per job.
     static func table(_ results: [BenchResult]) -> String {
-        let header = ["job", "IOPS", "MB/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/IO", "usr s", "sys s", "direct MB", "bounced MB", "engine"]
+        let header = ["job", "IOPS", "MB/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/IO", "usr s", "sys s", "direct MB", "bounced MB", "shifted MB", "engine"]
         var rows = [header]
         for result in results {
             rows.append([
@@ -70,6 +74,7 @@ public struct BenchResult: Sendable {
                 format(result.cpuSystemSeconds, digits: 2),
                 format(Double(result.bytesDirect) / 1e6, digits: 0),
                 format(Double(result.bytesBounced) / 1e6, digits: 0),
+                format(Double(result.bytesShifted) / 1e6, digits: 0),
                 result.engine.rawValue + (result.registeredBuffers ? "" : " (unreg.)"),
             ])
         }

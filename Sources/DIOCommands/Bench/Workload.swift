@@ -58,13 +58,15 @@ public struct Workload: Sendable, Equatable {
     /// fio-style name: "randread 4k qd32".
     public var name: String { "\(pattern.rawValue) \(ByteCount.format(blockBytes)) qd\(iodepth)" }
 
-    /// The standard suite `dio bench` runs without `--rw`: random 4 KiB reads at depth 32, and
-    /// 1 MiB sequential reads and writes at depth 8.
+    /// The standard suite `dio bench` runs without `--rw`: random 4 KiB reads at depth 32,
+    /// 1 MiB sequential reads and writes at depth 8, and 1 MiB reads into caller buffers 8 bytes
+    /// past a page boundary (misaligned memory).
     public static func standardSuite(sizeBytes: Int64, runtimeSeconds: Double, rampSeconds: Double, engine: IOEngine.Choice, seed: UInt64) -> [Workload] {
         [
             Workload(pattern: .randread, blockBytes: 4096, iodepth: 32, sizeBytes: sizeBytes, runtimeSeconds: runtimeSeconds, rampSeconds: rampSeconds, engine: engine, seed: seed),
             Workload(pattern: .read, blockBytes: 1 << 20, iodepth: 8, sizeBytes: sizeBytes, runtimeSeconds: runtimeSeconds, rampSeconds: rampSeconds, engine: engine, seed: seed),
             Workload(pattern: .write, blockBytes: 1 << 20, iodepth: 8, sizeBytes: sizeBytes, runtimeSeconds: runtimeSeconds, rampSeconds: rampSeconds, engine: engine, seed: seed),
+            Workload(pattern: .read, blockBytes: 1 << 20, iodepth: 8, sizeBytes: sizeBytes, runtimeSeconds: runtimeSeconds, rampSeconds: rampSeconds, bufferOffset: 8, engine: engine, seed: seed),
         ]
     }
 

@@ -254,8 +254,9 @@ public final class IOEngine {
     // MARK: Batched requests
 
     /// Starts a request that owns `buffer` until it completes; `reap` hands both back.
-    func submit(_ operation: IOOperation, tag: UInt64, buffer: consuming PoolBuffer?, blockBytes: Int) throws(DirectIOError) {
-        _ = try start(operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: true)
+    func submit(_ operation: IOOperation, tag: UInt64, buffer: consuming PoolBuffer?, blockBytes: Int, shift: Shift? = nil) throws(DirectIOError) {
+        let index = try start(operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: true)
+        table.pointee.slots[index].shift = shift
     }
 
     /// Submits everything queued without waiting.
@@ -298,9 +299,18 @@ public final class IOEngine {
     private func takeFinished() -> IOCompletion? {
         guard let index = table.pointee.popFinished() else { return nil }
         let slot = table.pointee.slots + index
+        var outcome = slot.pointee.outcome
+        var buffer = slot.pointee.buffer.take()
+        var offset = slot.pointee.startOffset
+        if let shift = slot.pointee.shift, let base = buffer?.baseAddress {
+            // The kernel is done with the buffer: slide the caller's bytes into place.
+            outcome.bytes = shift.apply(to: base, deviceBytes: outcome.bytes)
+            offset += Int64(shift.isRead ? shift.deviceOffset : 0)
+            table.pointee.statistics.bytesShifted += shift.isRead ? outcome.bytes : shift.count
+        }
         let completion = IOCompletion(
-            tag: slot.pointee.tag, opcode: slot.pointee.originalOpcode, offset: slot.pointee.startOffset,
-            outcome: slot.pointee.outcome, buffer: slot.pointee.buffer.take())
+            tag: slot.pointee.tag, opcode: slot.pointee.originalOpcode, offset: offset,
+            outcome: outcome, buffer: buffer.take())
         table.pointee.release(index)
         return completion
     }

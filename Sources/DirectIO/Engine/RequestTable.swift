@@ -97,6 +97,8 @@ struct Slot: ~Copyable {
     var outcome = IOOutcome(bytes: 0, errno: nil)
     /// The buffer a batched request owns until it is reaped.
     var buffer: PoolBuffer? = nil
+    /// Bytes to slide inside `buffer` once the request has completed (see `Shift`).
+    var shift: Shift? = nil
 
     /// Slot index in the low 32 bits, generation above it (bit 63 stays clear for cancels).
     func userData(index: Int) -> UInt64 {
@@ -116,11 +118,39 @@ struct Slot: ~Copyable {
         retries = 0
         self.blockBytes = blockBytes
         self.buffer = buffer
+        shift = nil
     }
 
     mutating func reset() {
         state = .free
         buffer = nil
+        shift = nil
+    }
+}
+
+/// A batched request whose caller memory is misaligned against its file offset, served
+/// without a bounce buffer: the device moves the aligned block range to or from the pool
+/// buffer's aligned start, and the caller's bytes slide to their place inside the same buffer
+/// (one memmove). Reads slide after the completion; writes slid before submission and slide
+/// back after it, so the caller gets its buffer as it gave it.
+struct Shift {
+    /// Where the caller's bytes belong, from the buffer's start.
+    var callerOffset: Int
+    /// Where the device put (or took) them, from the buffer's start.
+    var deviceOffset: Int
+    var count: Int
+    var isRead: Bool
+
+    /// Slides the bytes the device moved into place and returns how many of the caller's
+    /// bytes the request moved.
+    func apply(to base: UnsafeMutableRawPointer, deviceBytes: Int) -> Int {
+        let moved = max(0, min(count, deviceBytes - deviceOffset))
+        if isRead {
+            (base + callerOffset).copyMemory(from: base + deviceOffset, byteCount: moved)  // memmove: the ranges overlap
+        } else {
+            (base + callerOffset).copyMemory(from: base + deviceOffset, byteCount: count)
+        }
+        return moved
     }
 }
 
@@ -142,6 +172,9 @@ public struct EngineStatistics: Sendable, Equatable {
     public var bytesBounced = 0
     /// Blocks read before being written back with the caller's bytes over them.
     public var readModifyWriteBlocks = 0
+    /// Caller bytes slid into place inside their own pool buffer (one memmove each way) because
+    /// the memory was misaligned against the file offset: copied, but through no bounce buffer.
+    public var bytesShifted = 0
 }
 
 /// Hands out contiguous ranges of fixed-buffer or fixed-file slots (first fit; pools and files
