@@ -129,6 +129,61 @@ import DIOCommands
         TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 1 << 20), model, "file against the model")
     }
 
+    @Test func tenTimesMoreMisalignedWritersThanBounceBuffersAllComplete() throws {
+        // Two shared bounce buffers, twenty writers on their own threads and engines: the
+        // waiting ones all finish, memory stays at the pool's two buffers, nothing deadlocks
+        // (RELIABILITY-CASES 24).
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        try TestSupport.referenceWrite(path, [UInt8](repeating: 0, count: 20 * 20 * 3000 + 4096))
+        let pool = try BufferPool(count: 2, bufferBytes: 65536)
+        let done = DispatchGroup()
+        let failures = Mutex<[String]>([])
+        for writer in 0..<20 {
+            done.enter()
+            Thread {
+                defer { done.leave() }
+                do {
+                    let file = try DirectFile(path: path, options: OpenOptions(bouncePool: pool), engine: IOEngine(.ioUring, queueDepth: 2))
+                    for round in 0..<20 {
+                        let range = round * 20 + writer
+                        _ = try file.write([UInt8](repeating: UInt8(1 + range % 250), count: 3000), at: Int64(range * 3000))
+                    }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+            }.start()
+        }
+        done.wait()
+        #expect(failures.withLock { $0 } == [])
+        var expected = [UInt8]()
+        for range in 0..<400 { expected += [UInt8](repeating: UInt8(1 + range % 250), count: 3000) }
+        TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: expected.count), expected, "after 400 unaligned writes")
+        #expect(pool.available == 2)
+        #expect(pool.count == 2)
+    }
+
+    @Test func aCallerThatWillNotWaitGetsWouldBlockAndNothingIsWritten() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let original = TestSupport.pattern(count: 65536, seed: 81)
+        try TestSupport.referenceWrite(path, original)
+        let pool = try BufferPool(count: 1, bufferBytes: 65536)
+        let file = try DirectFile(path: path, options: OpenOptions(bouncePool: pool, waitForBounceBuffers: false))
+        do {
+            guard let held = pool.take() else { Issue.record("pool empty"); return }
+            let error = #expect(throws: DirectIOError.self) { _ = try file.write([1, 2, 3, 4, 5], at: 1000) }
+            #expect(error?.code == .wouldBlock)
+            #expect(error?.detail?.contains("nothing was transferred") == true)
+            _ = consume held
+        }
+        TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 65536), original, "file after the refused write")
+        #expect(try file.write([1, 2, 3, 4, 5], at: 1000) == 5)
+        #expect(try TestSupport.referenceRead(path, count: 5, at: 1000) == [1, 2, 3, 4, 5])
+    }
+
     @Test func misalignedMemoryCanBeRefusedInsteadOfBounced() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

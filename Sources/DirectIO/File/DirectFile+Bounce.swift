@@ -17,7 +17,8 @@ extension DirectFile {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
         }
-        let pool = try engine.bouncePool()
+        let pool: BufferPool
+        if let sharedBouncePool { pool = sharedBouncePool } else { pool = try engine.bouncePool() }
         let plan = try TransferPlanner.plan(
             segments: segments, fileOffset: offset, isWrite: !isRead,
             limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
@@ -30,14 +31,44 @@ extension DirectFile {
         let end = offset + Int64(total)
         let sizeBefore = isRead || partial.isEmpty ? nil : try size()
 
+        // One bounce buffer serves every I/O of the transfer in turn. It is taken after the
+        // block locks (a caller waiting for locks holds no buffer, so waiters cannot deadlock)
+        // and before any I/O (so a caller that will not wait fails before writing anything).
+        if plan.ios.contains(where: { $0.bounceBytes > 0 }) {
+            guard let buffer = waitsForBounceBuffers ? pool.takeWaiting() : pool.take() else {
+                throw DirectIOError(.wouldBlock, operation: name, path: path, offset: offset, length: total,
+                                    detail: "all \(pool.count) bounce buffers are in use and this file was opened not to wait for one; nothing was transferred")
+            }
+            // The buffer goes back only after the last I/O's completion: `perform` returns
+            // only then, and `buffer` lives to the end of this block.
+            let result = try runIOs(plan, isRead: isRead, bounceBase: buffer.baseAddress, name: name, offset: offset, total: total)
+            _ = consume buffer
+            if let short = result { return short }
+        } else if let short = try runIOs(plan, isRead: isRead, bounceBase: nil, name: name, offset: offset, total: total) {
+            return short
+        }
+        if let sizeBefore {
+            let size = try size()
+            let keep = max(sizeBefore, end)
+            if size > keep {
+                do { try Sys.ftruncate(descriptor, keep) } catch {
+                    throw .system(error, operation: name, call: "ftruncate", path: path, offset: keep, detail: "cutting back the zero-filled tail of the last block")
+                }
+            }
+        }
+        recordBounce(plan, upTo: total, total: total)
+        engine.record(direct: 0, bounced: 0, readModifyWrites: partial.count)
+        return total
+    }
+
+    /// Runs the plan's I/Os in order; returns the caller's byte count if the file ended
+    /// early (a short read), nil when every I/O completed in full.
+    private func runIOs(_ plan: TransferPlan, isRead: Bool, bounceBase: UnsafeMutableRawPointer?, name: String, offset: Int64, total: Int) throws(DirectIOError) -> Int? {
+        let end = offset + Int64(total)
         for (index, io) in plan.ios.enumerated() {
             let moved: Int
-            if io.bounceBytes > 0 {
-                // The bounce buffer is held until this I/O's completion has been reaped
-                // (`perform` returns only then), and given back just after.
-                let buffer = pool.takeWaiting()
-                moved = try bounced(io, index: index, plan: plan, isRead: isRead, bounceBase: buffer.baseAddress, name: name, offset: offset, total: total)
-                _ = consume buffer
+            if io.bounceBytes > 0, let bounceBase {
+                moved = try bounced(io, index: index, plan: plan, isRead: isRead, bounceBase: bounceBase, name: name, offset: offset, total: total)
             } else {
                 moved = try deviceIO(io, isRead: isRead, bounceBase: nil, name: name, offset: offset, total: total)
             }
@@ -53,18 +84,7 @@ extension DirectFile {
                 return got
             }
         }
-        if let sizeBefore {
-            let size = try size()
-            let keep = max(sizeBefore, end)
-            if size > keep {
-                do { try Sys.ftruncate(descriptor, keep) } catch {
-                    throw .system(error, operation: name, call: "ftruncate", path: path, offset: keep, detail: "cutting back the zero-filled tail of the last block")
-                }
-            }
-        }
-        recordBounce(plan, upTo: total, total: total)
-        engine.record(direct: 0, bounced: 0, readModifyWrites: partial.count)
-        return total
+        return nil
     }
 
     /// One device I/O with a bounce buffer: read-modify-write blocks and copy-in before a

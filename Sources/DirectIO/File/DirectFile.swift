@@ -29,6 +29,9 @@ public struct DirectFile: ~Copyable {
     let alignment: AlignmentCheck
     /// Whether requests that break the alignment are bounced (else refused).
     let bouncesMisaligned: Bool
+    /// The caller's bounce pool, if it passed one; else the engine's.
+    let sharedBouncePool: BufferPool?
+    let waitsForBounceBuffers: Bool
     let identity: Identity
 
     /// Opens `path`.
@@ -84,6 +87,8 @@ public struct DirectFile: ~Copyable {
         }
         self.identity = Identity(device: UInt64(stat.st_dev), inode: UInt64(stat.st_ino))
         self.bouncesMisaligned = options.misaligned == .bounce
+        self.sharedBouncePool = options.bouncePool
+        self.waitsForBounceBuffers = options.waitForBounceBuffers
         self.path = path
         self.owner = DescriptorOwner(fd: fd, fileSlot: engine.registerFile(fd) ?? -1, engine: engine)
         self.limits = limits

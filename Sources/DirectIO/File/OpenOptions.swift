@@ -27,8 +27,15 @@ public struct OpenOptions: Sendable {
     public var permissions: mode_t
     /// What caller memory, offsets and lengths that break the direct-I/O alignment get.
     public var misaligned: MisalignedPolicy
+    /// Bounce buffers to use, shared with other files (and threads) if you like; nil uses the
+    /// engine's own. A shared pool bounds the memory bouncing can take across all of them.
+    public var bouncePool: BufferPool?
+    /// When every bounce buffer is in use: wait for one to come back (never fails, like the
+    /// kernel's mempool for callers that may sleep), or fail at once with `.wouldBlock`.
+    public var waitForBounceBuffers: Bool
 
-    public init(access: Access = .readWrite, directIO: DirectIOMode = .required, create: Bool = false, exclusive: Bool = false, truncate: Bool = false, permissions: mode_t = 0o644, misaligned: MisalignedPolicy = .bounce) {
+    public init(access: Access = .readWrite, directIO: DirectIOMode = .required, create: Bool = false, exclusive: Bool = false, truncate: Bool = false, permissions: mode_t = 0o644, misaligned: MisalignedPolicy = .bounce,
+                bouncePool: BufferPool? = nil, waitForBounceBuffers: Bool = true) {
         self.access = access
         self.directIO = directIO
         self.create = create
@@ -36,6 +43,8 @@ public struct OpenOptions: Sendable {
         self.truncate = truncate
         self.permissions = permissions
         self.misaligned = misaligned
+        self.bouncePool = bouncePool
+        self.waitForBounceBuffers = waitForBounceBuffers
     }
 
     var flags: Int32 {
