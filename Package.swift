@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // The only C in the package: raw system calls Swift cannot make (variadic syscall()),
@@ -23,6 +24,7 @@ let package = Package(
             dependencies: [
                 "CDirectIO",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         // The commands of `dio` (inspect, bench), as a library so tests can drive them.
@@ -40,6 +42,7 @@ let package = Package(
             dependencies: [
                 "DirectIO", "CDirectIO", "DIOCommands", "dio",
                 .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
     ],
