@@ -184,6 +184,24 @@ import DIOCommands
         #expect(try TestSupport.referenceRead(path, count: 5, at: 1000) == [1, 2, 3, 4, 5])
     }
 
+    @Test func spansGoThroughTheSamePaths() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let file = try DirectFile(path: path, options: OpenOptions(create: true))
+        let bytes = TestSupport.pattern(count: 5000, seed: 91)
+        let written = try file.write(bytes.span.bytes, at: 333)
+        #expect(written == 5000)
+        #expect(try TestSupport.referenceRead(path, count: 5000, at: 333) == bytes)
+        var back = [UInt8](repeating: 0, count: 5000)
+        let got = try back.withUnsafeMutableBytes { raw in
+            var span = raw.mutableBytes
+            return try file.read(into: &span, at: 333)
+        }
+        #expect(got == 5000)
+        #expect(back == bytes)
+    }
+
     @Test func misalignedMemoryCanBeRefusedInsteadOfBounced() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

@@ -63,6 +63,18 @@ extension DirectFile {
         return try result.get()
     }
 
+    /// Reads into the bytes `span` covers, at `offset`; returns the bytes read.
+    public func read(into span: inout MutableRawSpan, at offset: Int64) throws(DirectIOError) -> Int {
+        let result = span.withUnsafeMutableBytes { raw in Result { () throws(DirectIOError) in try read(into: raw, at: offset) } }
+        return try result.get()
+    }
+
+    /// Writes the bytes `span` covers at `offset`; returns the bytes written.
+    public func write(_ span: RawSpan, at offset: Int64) throws(DirectIOError) -> Int {
+        let result = span.withUnsafeBytes { raw in Result { () throws(DirectIOError) in try write(raw, at: offset) } }
+        return try result.get()
+    }
+
     /// Reads into several buffers from consecutive file bytes starting at `offset` (READV /
     /// preadv when all are aligned; planned and partly bounced otherwise).
     public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: Int64) throws(DirectIOError) -> Int {
