@@ -20,6 +20,9 @@ import DIOCommands
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
+        for (index, config) in EngineTests.engines.enumerated() {
+            try BounceWorkload.run(path: directory + "/random\(index)", engine: config.make(), operations: 200, span: 300_000, seed: 43 + UInt64(index))
+        }
         let engine = try IOEngine(.ioUring)
         let file = try DirectFile(path: path, options: OpenOptions(create: true), engine: engine)
         let bytes = TestSupport.pattern(count: 10_001, seed: 42)
@@ -125,6 +128,8 @@ import DIOCommands
         }
         #expect(engine.statistics.bytesShifted > 0)
         #expect(engine.statistics.bytesBounced == 0)
+        #expect(file.statistics.bytesShifted == engine.statistics.bytesShifted)
+        #expect(file.statistics.bytesDirect > 0)
         try file.sync()
         TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 1 << 20), model, "file against the model")
     }

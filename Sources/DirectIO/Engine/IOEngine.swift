@@ -55,11 +55,9 @@ public final class IOEngine {
         return pool
     }
 
-    /// Counts a transfer's direct and bounced bytes.
-    func record(direct: Int, bounced: Int, readModifyWrites: Int = 0) {
-        table.pointee.statistics.bytesDirect += direct
-        table.pointee.statistics.bytesBounced += bounced
-        table.pointee.statistics.readModifyWriteBlocks += readModifyWrites
+    /// Counts a synchronous transfer's bytes.
+    func record(_ moved: TransferStatistics) {
+        table.pointee.statistics.add(moved)
     }
 
     /// Which engine to use.
@@ -254,9 +252,11 @@ public final class IOEngine {
     // MARK: Batched requests
 
     /// Starts a request that owns `buffer` until it completes; `reap` hands both back.
-    func submit(_ operation: IOOperation, tag: UInt64, buffer: consuming PoolBuffer?, blockBytes: Int, shift: Shift? = nil) throws(DirectIOError) {
+    /// - Parameter counters: the direct file's counters; the request's bytes count as direct.
+    func submit(_ operation: IOOperation, tag: UInt64, buffer: consuming PoolBuffer?, blockBytes: Int, shift: Shift? = nil, counters: TransferCounters? = nil) throws(DirectIOError) {
         let index = try start(operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: true)
         table.pointee.slots[index].shift = shift
+        table.pointee.slots[index].counters = counters
     }
 
     /// Submits everything queued without waiting.
@@ -302,11 +302,17 @@ public final class IOEngine {
         var outcome = slot.pointee.outcome
         var buffer = slot.pointee.buffer.take()
         var offset = slot.pointee.startOffset
+        var moved = TransferStatistics()
         if let shift = slot.pointee.shift, let base = buffer?.baseAddress {
             // The kernel is done with the buffer: slide the caller's bytes into place.
             outcome.bytes = shift.apply(to: base, deviceBytes: outcome.bytes)
             offset += Int64(shift.isRead ? shift.deviceOffset : 0)
-            table.pointee.statistics.bytesShifted += shift.isRead ? outcome.bytes : shift.count
+            moved.bytesShifted = shift.isRead ? outcome.bytes : shift.count
+        }
+        if let counters = slot.pointee.counters {
+            moved.bytesDirect = outcome.bytes
+            counters.totals.add(moved)
+            table.pointee.statistics.add(moved)
         }
         let completion = IOCompletion(
             tag: slot.pointee.tag, opcode: slot.pointee.originalOpcode, offset: offset,

@@ -99,6 +99,8 @@ struct Slot: ~Copyable {
     var buffer: PoolBuffer? = nil
     /// Bytes to slide inside `buffer` once the request has completed (see `Shift`).
     var shift: Shift? = nil
+    /// The file's counters, for batched data requests on a direct file (bytes count as direct).
+    var counters: TransferCounters? = nil
 
     /// Slot index in the low 32 bits, generation above it (bit 63 stays clear for cancels).
     func userData(index: Int) -> UInt64 {
@@ -119,12 +121,14 @@ struct Slot: ~Copyable {
         self.blockBytes = blockBytes
         self.buffer = buffer
         shift = nil
+        counters = nil
     }
 
     mutating func reset() {
         state = .free
         buffer = nil
         shift = nil
+        counters = nil
     }
 }
 
@@ -175,6 +179,13 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Caller bytes slid into place inside their own pool buffer (one memmove each way) because
     /// the memory was misaligned against the file offset: copied, but through no bounce buffer.
     public var bytesShifted = 0
+
+    mutating func add(_ moved: TransferStatistics) {
+        bytesDirect += moved.bytesDirect
+        bytesBounced += moved.bytesBounced
+        bytesShifted += moved.bytesShifted
+        readModifyWriteBlocks += moved.readModifyWriteBlocks
+    }
 }
 
 /// Hands out contiguous ranges of fixed-buffer or fixed-file slots (first fit; pools and files

@@ -56,8 +56,7 @@ extension DirectFile {
                 }
             }
         }
-        recordBounce(plan, upTo: total, total: total)
-        engine.record(direct: 0, bounced: 0, readModifyWrites: partial.count)
+        recordBounce(plan, upTo: total, total: total, readModifyWrites: partial.count)
         return total
     }
 
@@ -113,10 +112,11 @@ extension DirectFile {
         return moved
     }
 
-    private func recordBounce(_ plan: TransferPlan, upTo got: Int, total: Int) {
+    private func recordBounce(_ plan: TransferPlan, upTo got: Int, total: Int, readModifyWrites: Int = 0) {
         guard total > 0 else { return }
+        // At end of file only part of the plan ran: count that share of its bounced bytes.
         let bounced = got == total ? plan.bytesBounced : plan.bytesBounced * got / total
-        engine.record(direct: got - bounced, bounced: bounced)
+        record(TransferStatistics(bytesDirect: got - bounced, bytesBounced: bounced, readModifyWriteBlocks: readModifyWrites))
     }
 
     /// One planned device I/O; returns the bytes it moved.

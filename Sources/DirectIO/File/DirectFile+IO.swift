@@ -127,7 +127,7 @@ extension DirectFile {
         let operation = isRead
             ? IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: address, count: length, at: offset, fixedSlot: fixed)
             : IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: address, count: length, at: offset, fixedSlot: fixed)
-        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: isRead))
+        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: isRead), counters: isDirect ? counters : nil)
     }
 
     /// A batched request whose memory, offset or length breaks the alignment, served inside its
@@ -159,7 +159,7 @@ extension DirectFile {
         let operation = isRead
             ? IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: base, count: span, at: first, fixedSlot: fixed)
             : IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: base, count: span, at: first, fixedSlot: fixed)
-        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: isRead), shift: shift)
+        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: isRead), shift: shift, counters: counters)
     }
 
     // MARK: Shared paths
@@ -194,6 +194,7 @@ extension DirectFile {
         if let errno = outcome.errno {
             throw failure(errno, name: name, call: engine.kind == .ioUring ? opcode.description : (opcode == .readv ? "preadv" : "pwritev"), address: nil, offset: offset, length: total, isRead: opcode == .readv, done: outcome.bytes)
         }
+        if isDirect { record(TransferStatistics(bytesDirect: outcome.bytes)) }
         return outcome.bytes
     }
 
@@ -206,6 +207,7 @@ extension DirectFile {
             let call = engine.kind == .ioUring ? operation.opcode.description : (isRead ? "pread" : "pwrite")
             throw failure(errno, name: name, call: call, address: address, offset: offset, length: length, isRead: isRead, done: outcome.bytes)
         }
+        if isDirect { record(TransferStatistics(bytesDirect: outcome.bytes)) }
         return outcome.bytes
     }
 

@@ -32,6 +32,17 @@ public struct DirectFile: ~Copyable {
     /// The caller's bounce pool, if it passed one; else the engine's.
     let sharedBouncePool: BufferPool?
     let waitsForBounceBuffers: Bool
+    let counters = TransferCounters()
+
+    /// What this file's transfers have done so far (the engine keeps the same counts over all
+    /// its files).
+    public var statistics: TransferStatistics { counters.totals }
+
+    /// Counts bytes in this file's and the engine's statistics.
+    func record(_ moved: TransferStatistics) {
+        counters.totals.add(moved)
+        engine.record(moved)
+    }
     let identity: Identity
 
     /// Opens `path`.

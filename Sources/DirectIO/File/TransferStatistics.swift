@@ -1,0 +1,32 @@
+/// What one file's transfers did: how many caller bytes the device reached directly, and how
+/// many had to be copied or moved because of alignment.
+public struct TransferStatistics: Sendable, Equatable {
+    /// Caller bytes moved by DMA (including bytes later slid into place).
+    public var bytesDirect = 0
+    /// Caller bytes copied through bounce buffers.
+    public var bytesBounced = 0
+    /// Caller bytes slid inside their own pool buffer around a DMA (batched misaligned memory).
+    public var bytesShifted = 0
+    /// Blocks read before being written back with the caller's bytes over them.
+    public var readModifyWriteBlocks = 0
+
+    public init(bytesDirect: Int = 0, bytesBounced: Int = 0, bytesShifted: Int = 0, readModifyWriteBlocks: Int = 0) {
+        self.bytesDirect = bytesDirect
+        self.bytesBounced = bytesBounced
+        self.bytesShifted = bytesShifted
+        self.readModifyWriteBlocks = readModifyWriteBlocks
+    }
+
+    mutating func add(_ other: TransferStatistics) {
+        bytesDirect += other.bytesDirect
+        bytesBounced += other.bytesBounced
+        bytesShifted += other.bytesShifted
+        readModifyWriteBlocks += other.readModifyWriteBlocks
+    }
+}
+
+/// A file's running totals, shared by the file and the engine slots of its batched requests
+/// (which finish after `submit` returned). Used from the engine's thread only, like the file.
+final class TransferCounters {
+    var totals = TransferStatistics()
+}
