@@ -55,6 +55,31 @@ import Testing
         #expect(try TestSupport.referenceRead(second, count: 8192) == [])
     }
 
+    @Test func callerMemoryInsideARegisteredBufferAndBounceBuffersUseFixedOpcodes() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let reference = TestSupport.pattern(count: 65536, seed: 17)
+        try TestSupport.referenceWrite(path, reference)
+        let engine = try IOEngine(.ioUring)
+        let pool = try BufferPool(count: 2, bufferBytes: 65536)
+        engine.register(pool)
+        let file = try DirectFile(path: path, engine: engine)
+        guard let buffer = pool.take() else { Issue.record("pool empty"); return }
+        // Raw memory that lies inside a registered buffer: READ_FIXED, found by address.
+        let raw = UnsafeMutableRawBufferPointer(start: buffer.baseAddress + 4096, count: 8192)
+        #expect(try file.read(into: raw, at: 8192) == 8192)
+        #expect(Array(raw) == Array(reference[8192..<16384]))
+        #expect(engine.statistics.fixedBufferRequests == 1)
+        // An unaligned read whose one device I/O is a bounce piece: READ_FIXED on the
+        // (registered) bounce buffer.
+        var small = [UInt8](repeating: 0, count: 10)
+        #expect(try file.read(into: &small, at: 3) == 10)
+        #expect(small == Array(reference[3..<13]))
+        #expect(engine.statistics.fixedBufferRequests == 2)
+        _ = consume buffer
+    }
+
     @Test func hugePagePoolsWorkAndSayWhatTheyGot() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

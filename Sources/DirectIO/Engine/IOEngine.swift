@@ -194,6 +194,22 @@ public final class IOEngine {
         return UInt16(entry.firstSlot + slot.index)
     }
 
+    /// The fixed-buffer slot whose registered memory holds all of [address, address + length),
+    /// for caller memory that happens to lie in a registered pool buffer (a scan of the
+    /// registered pools: there are few).
+    func fixedIndex(containing address: UnsafeRawPointer, length: Int) -> UInt16? {
+        let start = UInt(bitPattern: address)
+        for (_, entry) in registry.pointee.pools {
+            let pool = entry.pool
+            let base = UInt(bitPattern: pool.address(of: 0))
+            guard start >= base, start < base + UInt(pool.count * pool.bufferBytes) else { continue }
+            let index = Int(start - base) / pool.bufferBytes
+            let bufferEnd = base + UInt((index + 1) * pool.bufferBytes)
+            return start + UInt(length) <= bufferEnd ? UInt16(entry.firstSlot + index) : nil
+        }
+        return nil
+    }
+
     // MARK: Fixed files
 
     /// Puts `fd` in the ring's fixed-file table; returns its slot, or nil when there is no

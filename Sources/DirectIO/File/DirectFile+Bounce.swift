@@ -119,21 +119,35 @@ extension DirectFile {
         record(TransferStatistics(bytesDirect: got - bounced, bytesBounced: bounced, readModifyWriteBlocks: readModifyWrites))
     }
 
-    /// One planned device I/O; returns the bytes it moved.
+    /// One planned device I/O; returns the bytes it moved. A single piece in registered memory
+    /// (a bounce buffer, or caller memory inside a pool buffer) uses READ_FIXED/WRITE_FIXED;
+    /// otherwise the kernel pins the pages for this I/O (BENCHMARKS.md, "How the kernel should
+    /// reach caller memory": neither copying nor a per-I/O mapping is cheaper at any size).
     private func deviceIO(_ io: DeviceIO, isRead: Bool, bounceBase: UnsafeMutableRawPointer?, name: String, offset: Int64, total: Int) throws(DirectIOError) -> Int {
-        let vectors = io.pieces.map { piece -> iovec in
+        let addresses = io.pieces.map { piece -> UnsafeMutableRawPointer? in
             switch piece.memory {
-            case .caller(let address): iovec(iov_base: UnsafeMutableRawPointer(bitPattern: address), iov_len: piece.length)
-            case .bounce(let bounceOffset): iovec(iov_base: bounceBase.map { $0 + bounceOffset }, iov_len: piece.length)
+            case .caller(let address): UnsafeMutableRawPointer(bitPattern: address)
+            case .bounce(let bounceOffset): bounceBase.map { $0 + bounceOffset }
             }
         }
-        let copy = UnsafeMutablePointer<iovec>.allocate(capacity: vectors.count)
-        defer { copy.deallocate() }
-        copy.initialize(from: vectors, count: vectors.count)
-        let operation = IOOperation.vectored(isRead ? .readv : .writev, fd: descriptor, fileSlot: fileSlot, vectors: copy, count: vectors.count, at: io.fileOffset)
-        let outcome = try engine.perform(operation, blockBytes: isRead ? alignment.readAlignment : alignment.writeAlignment)
+        let outcome: IOOutcome
+        if io.pieces.count == 1, let address = addresses[0] {
+            let fixed = engine.fixedIndex(containing: address, length: io.length)
+            let operation = isRead
+                ? IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: address, count: io.length, at: io.fileOffset, fixedSlot: fixed)
+                : IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: address, count: io.length, at: io.fileOffset, fixedSlot: fixed)
+            outcome = try engine.perform(operation, blockBytes: isRead ? alignment.readAlignment : alignment.writeAlignment)
+        } else {
+            let copy = UnsafeMutablePointer<iovec>.allocate(capacity: io.pieces.count)
+            defer { copy.deallocate() }
+            for (index, piece) in io.pieces.enumerated() {
+                (copy + index).initialize(to: iovec(iov_base: addresses[index], iov_len: piece.length))
+            }
+            let operation = IOOperation.vectored(isRead ? .readv : .writev, fd: descriptor, fileSlot: fileSlot, vectors: copy, count: io.pieces.count, at: io.fileOffset)
+            outcome = try engine.perform(operation, blockBytes: isRead ? alignment.readAlignment : alignment.writeAlignment)
+        }
         if let errno = outcome.errno {
-            throw .system(errno, operation: name, call: engine.kind == .ioUring ? (isRead ? "READV" : "WRITEV") : (isRead ? "preadv" : "pwritev"),
+            throw .system(errno, operation: name, call: engine.kind == .ioUring ? (isRead ? "READ(V)" : "WRITE(V)") : (isRead ? "pread(v)" : "pwrite(v)"),
                           path: path, offset: io.fileOffset + Int64(outcome.bytes), length: total,
                           detail: "device I/O of \(io.length) bytes at \(io.fileOffset) for a request of \(total) bytes at \(offset)")
         }

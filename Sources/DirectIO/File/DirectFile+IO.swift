@@ -36,7 +36,8 @@ extension DirectFile {
         if needsBounce(address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: true) {
             return try transferBounced(isRead: true, [CallerSegment(address: UInt(bitPattern: base), length: buffer.count)], at: offset, name: "read")
         }
-        let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: base, count: buffer.count, at: offset, fixedSlot: nil)
+        let fixed = engine.fixedIndex(containing: base, length: buffer.count)
+        let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: base, count: buffer.count, at: offset, fixedSlot: fixed)
         return try run(operation, name: "read", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
     }
 
@@ -46,7 +47,8 @@ extension DirectFile {
         if needsBounce(address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: false) {
             return try transferBounced(isRead: false, [CallerSegment(address: UInt(bitPattern: base), length: buffer.count)], at: offset, name: "write")
         }
-        let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: base, count: buffer.count, at: offset, fixedSlot: nil)
+        let fixed = engine.fixedIndex(containing: base, length: buffer.count)
+        let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: base, count: buffer.count, at: offset, fixedSlot: fixed)
         return try run(operation, name: "write", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
     }
 
