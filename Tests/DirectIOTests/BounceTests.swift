@@ -229,7 +229,9 @@ import DIOCommands
             held.withLock { $0 = nil }  // gives `first` back to the pool
         }
         giver.start()
-        let third = pool.takeWaiting()  // blocks until `first` comes back
+        var waited = false
+        let third = pool.takeWaiting(waited: &waited)  // blocks until `first` comes back
+        #expect(waited)
         #expect(returned.withLock { $0 })
         #expect(pool.waits == 1)
         _ = consume second

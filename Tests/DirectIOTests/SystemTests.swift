@@ -235,9 +235,11 @@ struct SystemTests {
         // Nothing was left behind by the failed open.
         #expect(access(path, F_OK) != 0)
 
-        let file = try DirectFile(path: path, options: OpenOptions(directIO: .preferred, create: true))
+        let engine = try IOEngine()
+        let file = try DirectFile(path: path, options: OpenOptions(directIO: .preferred, create: true), engine: engine)
         let isDirect = file.isDirect
         #expect(!isDirect)
+        #expect(engine.statistics.bufferedFallbacks == 1)
         #expect(file.fallbackNote?.contains("ramfs") == true)
         let bytes = TestSupport.pattern(count: 10000, seed: 8)
         let written = try bytes.withUnsafeBytes { raw in try file.write(raw, at: 123) }

@@ -28,6 +28,8 @@ public final class EngineMetrics {
             (\.bytesBounced, "directio_bytes_bounced"),
             (\.bytesShifted, "directio_bytes_shifted"),
             (\.readModifyWriteBlocks, "directio_read_modify_write_blocks"),
+            (\.bounceWaits, "directio_bounce_waits"),
+            (\.bufferedFallbacks, "directio_buffered_fallbacks"),
         ]
         counters = names.map { ($0.0, Counter(label: $0.1, dimensions: dimensions, factory: factory)) }
     }

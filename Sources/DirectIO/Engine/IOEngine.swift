@@ -60,6 +60,11 @@ public final class IOEngine {
         table.pointee.statistics.add(moved)
     }
 
+    /// Counts a file that fell back to buffered I/O.
+    func recordBufferedFallback() {
+        table.pointee.statistics.bufferedFallbacks += 1
+    }
+
     /// Which engine to use.
     public enum Choice: Sendable, Equatable {
         /// io_uring when it works here, else blocking (the reason is in `notes`). The

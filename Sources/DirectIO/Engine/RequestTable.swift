@@ -179,12 +179,17 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Caller bytes slid into place inside their own pool buffer (one memmove each way) because
     /// the memory was misaligned against the file offset: copied, but through no bounce buffer.
     public var bytesShifted = 0
+    /// Synchronous transfers that waited for a bounce buffer.
+    public var bounceWaits = 0
+    /// Files opened `.preferred` that fell back to buffered I/O.
+    public var bufferedFallbacks = 0
 
     mutating func add(_ moved: TransferStatistics) {
         bytesDirect += moved.bytesDirect
         bytesBounced += moved.bytesBounced
         bytesShifted += moved.bytesShifted
         readModifyWriteBlocks += moved.readModifyWriteBlocks
+        bounceWaits += moved.bounceWaits
     }
 }
 

@@ -35,7 +35,8 @@ extension DirectFile {
         // block locks (a caller waiting for locks holds no buffer, so waiters cannot deadlock)
         // and before any I/O (so a caller that will not wait fails before writing anything).
         if plan.ios.contains(where: { $0.bounceBytes > 0 }) {
-            guard let buffer = waitsForBounceBuffers ? pool.takeWaiting() : pool.take() else {
+            var waited = false
+            guard let buffer = waitsForBounceBuffers ? pool.takeWaiting(waited: &waited) : pool.take() else {
                 throw DirectIOError(.wouldBlock, operation: name, path: path, offset: offset, length: total,
                                     detail: "all \(pool.count) bounce buffers are in use and this file was opened not to wait for one; nothing was transferred")
             }
@@ -43,6 +44,7 @@ extension DirectFile {
             // only then, and `buffer` lives to the end of this block.
             let result = try runIOs(plan, isRead: isRead, bounceBase: buffer.baseAddress, name: name, offset: offset, total: total)
             _ = consume buffer
+            if waited { record(TransferStatistics(bounceWaits: 1)) }
             if let short = result { return short }
         } else if let short = try runIOs(plan, isRead: isRead, bounceBase: nil, name: name, offset: offset, total: total) {
             return short

@@ -100,6 +100,7 @@ public struct DirectFile: ~Copyable {
         self.bouncesMisaligned = options.misaligned == .bounce
         self.sharedBouncePool = options.bouncePool
         self.waitsForBounceBuffers = options.waitForBounceBuffers
+        if note != nil { engine.recordBufferedFallback() }
         self.path = path
         self.owner = DescriptorOwner(fd: fd, fileSlot: engine.registerFile(fd) ?? -1, engine: engine)
         self.limits = limits

@@ -9,12 +9,15 @@ public struct TransferStatistics: Sendable, Equatable {
     public var bytesShifted = 0
     /// Blocks read before being written back with the caller's bytes over them.
     public var readModifyWriteBlocks = 0
+    /// Transfers that found every bounce buffer in use and waited for one.
+    public var bounceWaits = 0
 
-    public init(bytesDirect: Int = 0, bytesBounced: Int = 0, bytesShifted: Int = 0, readModifyWriteBlocks: Int = 0) {
+    public init(bytesDirect: Int = 0, bytesBounced: Int = 0, bytesShifted: Int = 0, readModifyWriteBlocks: Int = 0, bounceWaits: Int = 0) {
         self.bytesDirect = bytesDirect
         self.bytesBounced = bytesBounced
         self.bytesShifted = bytesShifted
         self.readModifyWriteBlocks = readModifyWriteBlocks
+        self.bounceWaits = bounceWaits
     }
 
     mutating func add(_ other: TransferStatistics) {
@@ -22,6 +25,7 @@ public struct TransferStatistics: Sendable, Equatable {
         bytesBounced += other.bytesBounced
         bytesShifted += other.bytesShifted
         readModifyWriteBlocks += other.readModifyWriteBlocks
+        bounceWaits += other.bounceWaits
     }
 }
 

@@ -81,7 +81,13 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     /// kernel's mempool_alloc for a caller that may sleep, it never fails. The caller must not
     /// hold buffers of this pool that only it could return, or it waits forever.
     public func takeWaiting() -> PoolBuffer {
-        var counted = false
+        var waited = false
+        return takeWaiting(waited: &waited)
+    }
+
+    /// `takeWaiting()`, also saying whether this call had to wait.
+    func takeWaiting(waited counted: inout Bool) -> PoolBuffer {
+        counted = false
         let index = state.wait { state -> Int? in
             if let index = state.free.popLast() { return index }
             if !counted {
