@@ -55,7 +55,7 @@ public struct MappingReport: Sendable, CustomStringConvertible {
 /// It is the unit of memory DirectIO hands to the kernel; `BufferPool` carves many buffers out
 /// of one of these.
 ///
-/// `@unchecked Sendable` is sound for the same reason as `PoolBuffer`'s: the value is the
+/// Unchecked sendability is sound for the same reason as for `PoolBuffer`: the value is the
 /// mapping's only owner, so sending it moves access instead of sharing it.
 public struct AlignedBuffer: ~Copyable, IOBuffer, @unchecked Sendable {
     public let baseAddress: UnsafeMutableRawPointer

@@ -133,7 +133,7 @@ public final class BufferPool: Sendable, CustomStringConvertible {
 
 /// One buffer of a `BufferPool`, with a single owner; dropping it returns it to the pool.
 ///
-/// `@unchecked Sendable` is sound: the value is `~Copyable`, so it is the only way to reach
+/// Unchecked sendability is sound: the value is `~Copyable`, so it is the only way to reach
 /// its memory, and sending it to another thread moves that access rather than sharing it;
 /// the pool it points to is itself `Sendable`.
 public struct PoolBuffer: ~Copyable, IOBuffer, @unchecked Sendable {
