@@ -215,6 +215,20 @@ struct SystemTests {
         }
     }
 
+    @Test func verifyPassesOnAFourKiBSectorDeviceWithMisalignedMemoryAndOffsets() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let device = try LoopDevice.attach(megabytes: 16, sectorSize: 4096, in: directory)
+        defer { device.detach() }
+        for extra in [["--buffer-offset", "512"], ["--buffer-offset", "8", "--offset-jitter", "1000", "--bs", "12k"]] {
+            let result = try TestSupport.run([TestSupport.dioExecutable, "verify", device.path, "--size", "16m", "--json"] + extra)
+            #expect(result.status == 0, "\(extra): \(result.error)")
+            let json = try TestSupport.json(result.output)
+            #expect(json["mismatches"] as? Int == 0)
+            #expect((json["bytesVerified"] as? Int ?? 0) > 15 << 20)
+        }
+    }
+
     @Test func filesystemWithoutODirectFailsRequiredAndFallsBackForPreferred() throws {
         // ramfs has no direct I/O at all: open(O_DIRECT) fails with EINVAL.
         let directory = try TestSupport.scratchDirectory()
