@@ -229,6 +229,48 @@ struct SystemTests {
         }
     }
 
+    @Test(.enabled(if: TestSupport.which("mkfs.ext4") != nil, "mkfs.ext4 not installed (e2fsprogs)"))
+    func runningOutOfSpaceNamesTheOffsetAndKeepsEarlierData() throws {
+        // RELIABILITY-CASES: ENOSPC on a small filesystem. The error carries the offset;
+        // everything written before it reads back intact.
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let device = try LoopDevice.attach(megabytes: 16, sectorSize: 512, in: directory)
+        defer { device.detach() }
+        let mountPoint = directory + "/small"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mkfs = try TestSupport.run(["mkfs.ext4", "-q", "-F", device.path])
+        try #require(mkfs.status == 0, "mkfs.ext4: \(mkfs.error)")
+        let mounted = try TestSupport.run(["mount", device.path, mountPoint])
+        try #require(mounted.status == 0, "mount: \(mounted.error)")
+        defer { _ = try? TestSupport.run(["umount", mountPoint]) }
+        let path = mountPoint + "/fill"
+        for config in EngineTests.engines {
+            unlink(path)
+            let file = try DirectFile(path: path, options: OpenOptions(create: true), engine: config.make())
+            var buffer = try AlignedBuffer(byteCount: 1 << 20)
+            var written: [UInt8] = []
+            var failure: DirectIOError? = nil
+            for block in 0..<64 {
+                let bytes = TestSupport.pattern(count: 1 << 20, seed: UInt64(block))
+                buffer.copy(from: bytes)
+                do {
+                    let count = try file.write(buffer, at: Int64(block) << 20)
+                    written += bytes.prefix(count)
+                    if count < 1 << 20 { break }
+                } catch {
+                    failure = error
+                    break
+                }
+            }
+            let error = try #require(failure, "16 MiB filesystem took 64 MiB")
+            #expect(error.code == .noSpace)
+            #expect(error.path == path)
+            #expect(error.offset != nil && (error.offset ?? 0) >= Int64(written.count))
+            TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: written.count), written, "data written before ENOSPC")
+        }
+    }
+
     @Test func filesystemWithoutODirectFailsRequiredAndFallsBackForPreferred() throws {
         // ramfs has no direct I/O at all: open(O_DIRECT) fails with EINVAL.
         let directory = try TestSupport.scratchDirectory()

@@ -293,6 +293,16 @@ static inline int dio_open(const char *path, int flags, unsigned int mode) {
     return (int)syscall(SYS_openat, -100 /* AT_FDCWD */, path, flags, mode);
 }
 
+// fork(2), with the child leaving at once through _exit: for tests that show buffers marked
+// MADV_DONTFORK keep their data when a process forks with I/O in flight. (Swift's Glibc
+// overlay marks fork unavailable; a child of a multithreaded process may only call
+// async-signal-safe functions, and _exit is one.)
+static inline int dio_fork_and_exit_child(void) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    return (int)pid;
+}
+
 // MARK: - Ordering on indices shared with the kernel.
 // The kernel reads the SQ tail and writes the CQ tail concurrently with us: a load of an index
 // the kernel publishes must be an acquire (so the entries it covers are visible before we read
