@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "DirectIO", targets: ["DirectIO"]),
+        .library(name: "DirectIOTesting", targets: ["DirectIOTesting"]),
         .executable(name: "dio", targets: ["dio"]),
     ],
     dependencies: [
@@ -27,6 +28,11 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
+        // Fault injection for testing storage code built on DirectIO (and DirectIO itself).
+        .target(
+            name: "DirectIOTesting",
+            dependencies: ["DirectIO", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // The commands of `dio` (inspect, bench), as a library so tests can drive them.
         .target(
             name: "DIOCommands",
@@ -40,7 +46,7 @@ let package = Package(
         .testTarget(
             name: "DirectIOTests",
             dependencies: [
-                "DirectIO", "CDirectIO", "DIOCommands", "dio",
+                "DirectIO", "DirectIOTesting", "CDirectIO", "DIOCommands", "dio",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]

@@ -2,6 +2,7 @@ import Glibc
 import SystemPackage
 import Testing
 @testable import DirectIO
+import DirectIOTesting
 import DIOCommands
 
 /// The engine's handling of what a kernel may return, driven through a backend that injects
@@ -11,7 +12,7 @@ import DIOCommands
     static let engines: [IOEngine.Choice] = [.ioUring, .blocking]
 
     private func engine(_ choice: IOEngine.Choice, _ plan: FaultPlan) throws -> IOEngine {
-        try IOEngine(choice, queueDepth: 16, ringFlags: .anyThread, fixedBufferSlots: 64, fixedFileSlots: 16, faults: plan)
+        try IOEngine.injectingFaults(plan, choice, queueDepth: 16, fixedBufferSlots: 64, fixedFileSlots: 16)
     }
 
     private static let everything = FaultPlan(seed: 5, shortTransferPercent: 30, againPercent: 10, interruptPercent: 10, delayPercent: 30)

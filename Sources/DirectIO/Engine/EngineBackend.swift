@@ -15,7 +15,7 @@ public enum EngineKind: String, Sendable, CustomStringConvertible {
 /// The kernel-facing half of an engine: queue operations, submit them, collect raw results.
 /// Everything else (request state, retries, buffer ownership) is `IOEngine`'s, so both
 /// backends behave identically above this line.
-protocol EngineBackend: AnyObject {
+package protocol EngineBackend: AnyObject {
     var kind: EngineKind { get }
     /// Operations that can be queued before `submit` must be called.
     var submissionCapacity: Int { get }

@@ -84,11 +84,11 @@ public final class IOEngine {
     ///   - fixedBufferSlots: size of the sparse fixed-buffer table pools register into.
     ///   - fixedFileSlots: size of the sparse fixed-file table files register into when opened.
     public convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
-        try self.init(choice, queueDepth: queueDepth, ringFlags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, faults: nil)
+        try self.init(choice, queueDepth: queueDepth, ringFlags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, wrappingBackend: nil)
     }
 
-    /// An engine whose backend injects `faults` (tests of the engine's result handling).
-    init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, faults: FaultPlan?) throws(DirectIOError) {
+    /// An engine whose kernel-facing backend is wrapped (DirectIOTesting's fault injection).
+    package init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, wrappingBackend wrap: ((any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
         guard queueDepth > 0 && queueDepth <= 16_384 else {
             throw DirectIOError(.invalidArgument, operation: "create engine", detail: "queue depth \(queueDepth) is outside 1...16384")
         }
@@ -110,7 +110,7 @@ public final class IOEngine {
             }
         }
         var chosen = backend ?? BlockingBackend(capacity: queueDepth * 2)
-        if let faults { chosen = FaultInjectingBackend(wrapping: chosen, plan: faults) }
+        if let wrap { chosen = wrap(chosen) }
         self.backend = chosen
         self.kind = chosen.kind
         self.ringFlags = ((backend ?? chosen) as? RingBackend)?.setupFlags

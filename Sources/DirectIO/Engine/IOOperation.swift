@@ -5,26 +5,26 @@ import Glibc
 /// It holds raw addresses: building one is safe, but the memory it names must stay valid and
 /// untouched until the engine reports the request complete. Only `IOEngine` and `DirectFile`
 /// build them, from buffers they keep borrowed or own for that long.
-struct IOOperation {
-    var opcode: Opcode
+package struct IOOperation {
+    package var opcode: Opcode
     /// The descriptor (the blocking engine always uses it).
-    var fd: Int32
+    package var fd: Int32
     /// The descriptor's slot in the ring's fixed-file table, when it has one: the ring names
     /// the file by slot (IOSQE_FIXED_FILE) instead.
-    var fileSlot: Int32 = -1
+    package var fileSlot: Int32 = -1
     /// Buffer address (READ/WRITE/…_FIXED), iovec array (READV/WRITEV), or 0.
-    var address: UInt = 0
+    package var address: UInt = 0
     /// Bytes (READ/WRITE/…_FIXED) or iovec count (READV/WRITEV).
-    var length: UInt32 = 0
+    package var length: UInt32 = 0
     /// File offset.
-    var offset: Int64 = 0
+    package var offset: Int64 = 0
     /// FALLOCATE: the byte count to allocate.
-    var allocateLength: Int64 = 0
+    package var allocateLength: Int64 = 0
     /// FSYNC: data only. FALLOCATE: the mode bits.
-    var dataOnly: Bool = false
-    var mode: Int32 = 0
+    package var dataOnly: Bool = false
+    package var mode: Int32 = 0
     /// READ_FIXED/WRITE_FIXED: the fixed-buffer slot holding `address`.
-    var bufferIndex: UInt16 = 0
+    package var bufferIndex: UInt16 = 0
 
     static func read(fd: Int32, fileSlot: Int32 = -1, into address: UnsafeMutableRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
         IOOperation(opcode: fixedSlot == nil ? .read : .readFixed, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
@@ -49,7 +49,7 @@ struct IOOperation {
     static func nop() -> IOOperation { IOOperation(opcode: .nop, fd: -1) }
 
     /// Bytes this operation moves (0 for operations that move none).
-    var byteCount: Int {
+    package var byteCount: Int {
         switch opcode {
         case .read, .write, .readFixed, .writeFixed: Int(length)
         case .readv, .writev:

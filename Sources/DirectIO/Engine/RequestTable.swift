@@ -78,10 +78,10 @@ struct RequestTable: ~Copyable {
 }
 
 /// One request's record.
-struct Slot: ~Copyable {
+package struct Slot: ~Copyable {
     enum State { case free, inFlight, finished }
     /// Set in the user data of ASYNC_CANCEL requests, so their completions are told apart.
-    static let cancelMarker: UInt64 = 1 << 63
+    package static let cancelMarker: UInt64 = 1 << 63
 
     var state = State.free
     var generation: UInt32 = 0

@@ -1,10 +1,16 @@
 import CDirectIO
 
 /// One completion as the kernel reported it.
-struct RawCompletion {
-    var userData: UInt64
-    var result: Int32
-    var flags: UInt32
+package struct RawCompletion {
+    package var userData: UInt64
+    package var result: Int32
+    package var flags: UInt32
+
+    package init(userData: UInt64, result: Int32, flags: UInt32) {
+        self.userData = userData
+        self.result = result
+        self.flags = flags
+    }
 }
 
 /// The completion side of a ring: the kernel appends at `tail`; DirectIO consumes at `head`.

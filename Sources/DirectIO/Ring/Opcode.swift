@@ -35,7 +35,7 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     /// Whether the operation moves data from the file into memory.
     var readsIntoMemory: Bool { self == .read || self == .readv || self == .readFixed }
     /// Whether the operation moves data and so may complete short.
-    var transfersData: Bool {
+    package var transfersData: Bool {
         switch self {
         case .read, .write, .readv, .writev, .readFixed, .writeFixed: true
         default: false

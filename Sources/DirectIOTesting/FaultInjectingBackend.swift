@@ -1,22 +1,49 @@
+import DirectIO
 import Glibc
 import SystemPackage
 
 /// Faults a kernel may return, injected deterministically from a seed: the same seed and the
 /// same requests give the same faults, so a failing run replays.
-struct FaultPlan: Sendable {
-    var seed: UInt64
+public struct FaultPlan: Sendable {
+    public var seed: UInt64
     /// Percent of data transfers cut short (to a multiple of `shortGranularity` bytes, so a
     /// direct I/O remainder stays aligned).
-    var shortTransferPercent = 0
-    var shortGranularity = 4096
+    public var shortTransferPercent: Int
+    public var shortGranularity: Int
     /// Percent of requests answered -EAGAIN or -EINTR without being done (io_uring does this
     /// when block-layer tags run out, liburing#766).
-    var againPercent = 0
-    var interruptPercent = 0
+    public var againPercent: Int
+    public var interruptPercent: Int
     /// Requests whose file range covers one of these offsets fail with -EIO.
-    var ioErrorOffsets: [Int64] = []
+    public var ioErrorOffsets: [Int64]
     /// Percent of completions held back for one reap, so they arrive out of order.
-    var delayPercent = 0
+    public var delayPercent: Int
+
+    public init(seed: UInt64, shortTransferPercent: Int = 0, shortGranularity: Int = 4096, againPercent: Int = 0,
+                interruptPercent: Int = 0, ioErrorOffsets: [Int64] = [], delayPercent: Int = 0) {
+        self.seed = seed
+        self.shortTransferPercent = shortTransferPercent
+        self.shortGranularity = shortGranularity
+        self.againPercent = againPercent
+        self.interruptPercent = interruptPercent
+        self.ioErrorOffsets = ioErrorOffsets
+        self.delayPercent = delayPercent
+    }
+}
+
+extension IOEngine {
+    /// An engine that injects `plan`'s faults between DirectIO and the real kernel (io_uring or
+    /// blocking, per `choice`): for testing storage code against short transfers, EAGAIN,
+    /// EINTR, EIO at chosen offsets and reordered completions. DirectIO handles the first three
+    /// itself (retry, resubmit); EIO reaches the caller with its offset.
+    public static func injectingFaults(
+        _ plan: FaultPlan, _ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread,
+        fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256
+    ) throws(DirectIOError) -> IOEngine {
+        try IOEngine(choice, queueDepth: queueDepth, ringFlags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots) { inner in
+            FaultInjectingBackend(wrapping: inner, plan: plan)
+        }
+    }
 }
 
 /// Wraps a real backend and injects the faults in a `FaultPlan` between the engine and the
@@ -29,7 +56,6 @@ final class FaultInjectingBackend: EngineBackend {
     /// Completions made up here (EAGAIN, EINTR, EIO), or released from the delay queue.
     private var outbox: [RawCompletion] = []
     private var delayed: [RawCompletion] = []
-    private(set) var injected = (short: 0, again: 0, interrupted: 0, ioErrors: 0, delayed: 0)
 
     init(wrapping inner: any EngineBackend, plan: FaultPlan) {
         self.inner = inner
@@ -60,22 +86,18 @@ final class FaultInjectingBackend: EngineBackend {
         if operation.opcode.transfersData {
             let start = operation.offset, end = operation.offset + Int64(operation.byteCount)
             if plan.ioErrorOffsets.contains(where: { $0 >= start && $0 < end }) {
-                injected.ioErrors += 1
                 outbox.append(RawCompletion(userData: userData, result: -EIO, flags: 0))
                 return true
             }
             if roll(plan.againPercent) {
-                injected.again += 1
                 outbox.append(RawCompletion(userData: userData, result: -EAGAIN, flags: 0))
                 return true
             }
             if roll(plan.interruptPercent) {
-                injected.interrupted += 1
                 outbox.append(RawCompletion(userData: userData, result: -EINTR, flags: 0))
                 return true
             }
             if let shortened = shortened(operation) {
-                injected.short += 1
                 return inner.enqueue(shortened, userData: userData)
             }
         }
@@ -117,7 +139,6 @@ final class FaultInjectingBackend: EngineBackend {
         let count = inner.reap(into: scratch, limit: inner.completionCapacity)
         for index in 0..<count {
             if scratch[index].userData & Slot.cancelMarker == 0 && roll(plan.delayPercent) {
-                injected.delayed += 1
                 delayed.append(scratch[index])
             } else {
                 outbox.append(scratch[index])
