@@ -31,7 +31,7 @@ import DIOCommands
         #expect(try file.read(into: &back, at: 77) == 10_001)
         #expect(back == bytes)
         // tmpfs has alignment 1: nothing needed bouncing.
-        #expect(engine.statistics.bytesBounced == 0)
+        #expect(engine.statistics.transfers.bytesBounced == 0)
     }
 
     @Test func adjacentUnalignedWritersSharingABlockLoseNothing() throws {
@@ -126,9 +126,9 @@ import DIOCommands
                 for request in requests.values { model.replaceSubrange(request.offset..<request.offset + request.count, with: request.bytes) }
             }
         }
-        #expect(engine.statistics.bytesShifted > 0)
-        #expect(engine.statistics.bytesBounced == 0)
-        #expect(file.statistics.bytesShifted == engine.statistics.bytesShifted)
+        #expect(engine.statistics.transfers.bytesShifted > 0)
+        #expect(engine.statistics.transfers.bytesBounced == 0)
+        #expect(file.statistics.bytesShifted == engine.statistics.transfers.bytesShifted)
         #expect(file.statistics.bytesDirect > 0)
         try file.sync()
         TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 1 << 20), model, "file against the model")

@@ -41,6 +41,6 @@ import DirectIO
         #expect(header == [UInt8](repeating: 0xAB, count: 100))
         #expect(try file.write(Array("hello".utf8), at: 4097) == 5)
         #expect(try TestSupport.referenceRead(path, count: 5, at: 4097) == Array("hello".utf8))
-        #expect(engine.statistics.bytesBounced > 0)
+        #expect(file.statistics.bytesBounced > 0)
     }
 }

@@ -161,13 +161,13 @@ import MetricsTestKit
         #expect(try file.write([UInt8](repeating: 7, count: 1000), at: 100) == 1000)
         reporter.publish()
         let bounced = try metrics.expectCounter("directio_bytes_bounced", [("engine", "test")])
-        #expect(bounced.totalValue == Int64(engine.statistics.bytesBounced))
+        #expect(bounced.totalValue == Int64(engine.statistics.transfers.bytesBounced))
         #expect(bounced.totalValue > 0)
         // A second publish adds only what changed since the first.
         #expect(try file.write([UInt8](repeating: 8, count: 1000), at: 5000) == 1000)
         reporter.publish()
         reporter.publish()
-        #expect(bounced.totalValue == Int64(engine.statistics.bytesBounced))
+        #expect(bounced.totalValue == Int64(engine.statistics.transfers.bytesBounced))
         let submitted = try metrics.expectCounter("directio_requests_submitted", [("engine", "test")])
         #expect(submitted.totalValue == Int64(engine.statistics.submitted))
     }

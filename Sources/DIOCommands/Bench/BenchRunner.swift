@@ -113,8 +113,8 @@ enum BenchRunner {
 
         let direct = workload.mode == .direct && file.isDirect
         // Counted over the measured window, like the I/Os (completions after it are not).
-        let bounced = Int64(statisticsEnd.bytesBounced - statisticsStart.bytesBounced)
-        let shifted = Int64(statisticsEnd.bytesShifted - statisticsStart.bytesShifted)
+        let bounced = Int64(statisticsEnd.transfers.bytesBounced - statisticsStart.transfers.bytesBounced)
+        let shifted = Int64(statisticsEnd.transfers.bytesShifted - statisticsStart.transfers.bytesShifted)
         return BenchResult(
             workload: workload, engine: engine.kind, ios: ios, bytes: bytes, seconds: Double(measureEnd - measureStart) / 1e9,
             latencyP50Ns: histogram.valueAtPercentile(50), latencyP99Ns: histogram.valueAtPercentile(99), latencyP999Ns: histogram.valueAtPercentile(99.9),

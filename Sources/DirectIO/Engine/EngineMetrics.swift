@@ -24,11 +24,11 @@ public final class EngineMetrics {
             (\.resubmissions, "directio_resubmissions"),
             (\.fixedBufferRequests, "directio_fixed_buffer_requests"),
             (\.fixedFileRequests, "directio_fixed_file_requests"),
-            (\.bytesDirect, "directio_bytes_direct"),
-            (\.bytesBounced, "directio_bytes_bounced"),
-            (\.bytesShifted, "directio_bytes_shifted"),
-            (\.readModifyWriteBlocks, "directio_read_modify_write_blocks"),
-            (\.bounceWaits, "directio_bounce_waits"),
+            (\.transfers.bytesDirect, "directio_bytes_direct"),
+            (\.transfers.bytesBounced, "directio_bytes_bounced"),
+            (\.transfers.bytesShifted, "directio_bytes_shifted"),
+            (\.transfers.readModifyWriteBlocks, "directio_read_modify_write_blocks"),
+            (\.transfers.bounceWaits, "directio_bounce_waits"),
             (\.bufferedFallbacks, "directio_buffered_fallbacks"),
         ]
         counters = names.map { ($0.0, Counter(label: $0.1, dimensions: dimensions, factory: factory)) }

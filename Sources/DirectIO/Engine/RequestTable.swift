@@ -170,26 +170,14 @@ public struct EngineStatistics: Sendable, Equatable {
     public var fixedBufferRequests = 0
     /// Requests that named their file by fixed-file slot.
     public var fixedFileRequests = 0
-    /// Caller bytes moved by DMA to or from the caller's own memory.
-    public var bytesDirect = 0
-    /// Caller bytes copied through bounce buffers because alignment left no other way.
-    public var bytesBounced = 0
-    /// Blocks read before being written back with the caller's bytes over them.
-    public var readModifyWriteBlocks = 0
-    /// Caller bytes slid into place inside their own pool buffer (one memmove each way) because
-    /// the memory was misaligned against the file offset: copied, but through no bounce buffer.
-    public var bytesShifted = 0
-    /// Synchronous transfers that waited for a bounce buffer.
-    public var bounceWaits = 0
     /// Files opened `.preferred` that fell back to buffered I/O.
     public var bufferedFallbacks = 0
+    /// Bytes direct, bounced and shifted, read-modify-write blocks and bounce waits, over all
+    /// the engine's files.
+    public var transfers = TransferStatistics()
 
     mutating func add(_ moved: TransferStatistics) {
-        bytesDirect += moved.bytesDirect
-        bytesBounced += moved.bytesBounced
-        bytesShifted += moved.bytesShifted
-        readModifyWriteBlocks += moved.readModifyWriteBlocks
-        bounceWaits += moved.bounceWaits
+        transfers.add(moved)
     }
 }
 

@@ -72,14 +72,14 @@ enum BounceWorkload {
         let stats = engine.statistics
         // This file is the engine's only one: its counts are the engine's.
         #expect(file.statistics == TransferStatistics(
-            bytesDirect: stats.bytesDirect - statsBefore.bytesDirect, bytesBounced: stats.bytesBounced - statsBefore.bytesBounced,
-            bytesShifted: stats.bytesShifted - statsBefore.bytesShifted, readModifyWriteBlocks: stats.readModifyWriteBlocks - statsBefore.readModifyWriteBlocks))
+            bytesDirect: stats.transfers.bytesDirect - statsBefore.transfers.bytesDirect, bytesBounced: stats.transfers.bytesBounced - statsBefore.transfers.bytesBounced,
+            bytesShifted: stats.transfers.bytesShifted - statsBefore.transfers.bytesShifted, readModifyWriteBlocks: stats.transfers.readModifyWriteBlocks - statsBefore.transfers.readModifyWriteBlocks))
         if file.limits.offsetAlignment > 1 && file.isDirect {
-            #expect(stats.bytesBounced > statsBefore.bytesBounced && stats.bytesDirect > statsBefore.bytesDirect)
-            #expect(stats.readModifyWriteBlocks > statsBefore.readModifyWriteBlocks)
+            #expect(stats.transfers.bytesBounced > statsBefore.transfers.bytesBounced && stats.transfers.bytesDirect > statsBefore.transfers.bytesDirect)
+            #expect(stats.transfers.readModifyWriteBlocks > statsBefore.transfers.readModifyWriteBlocks)
         } else {
             // Alignment 1 (tmpfs): everything goes straight through, nothing is bounced.
-            #expect(stats.bytesBounced == statsBefore.bytesBounced)
+            #expect(stats.transfers.bytesBounced == statsBefore.transfers.bytesBounced)
         }
     }
 }
