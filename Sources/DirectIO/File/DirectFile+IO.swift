@@ -33,23 +33,23 @@ extension DirectFile {
     /// `misaligned: .fail`), the rest straight into `buffer`.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
         guard let base = buffer.baseAddress else { return try checkEmpty("read", offset) }
-        if needsBounce(address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: true) {
+        if try mustRealign(name: "read", address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: true) {
             return try transferBounced(isRead: true, [CallerSegment(address: UInt(bitPattern: base), length: buffer.count)], at: offset, name: "read")
         }
         let fixed = engine.fixedIndex(containing: base, length: buffer.count)
         let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: base, count: buffer.count, at: offset, fixedSlot: fixed)
-        return try run(operation, name: "read", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
+        return try run(operation, name: "read", address: UInt(bitPattern: base), offset: offset, length: buffer.count, validated: true)
     }
 
     /// Writes `buffer` at `offset` from any caller memory; see `read(into:at:)`.
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
         guard let base = buffer.baseAddress else { return try checkEmpty("write", offset) }
-        if needsBounce(address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: false) {
+        if try mustRealign(name: "write", address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: false) {
             return try transferBounced(isRead: false, [CallerSegment(address: UInt(bitPattern: base), length: buffer.count)], at: offset, name: "write")
         }
         let fixed = engine.fixedIndex(containing: base, length: buffer.count)
         let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: base, count: buffer.count, at: offset, fixedSlot: fixed)
-        return try run(operation, name: "write", address: UInt(bitPattern: base), offset: offset, length: buffer.count)
+        return try run(operation, name: "write", address: UInt(bitPattern: base), offset: offset, length: buffer.count, validated: true)
     }
 
     /// Reads into `bytes` (its whole count) at `offset`; returns the bytes read.
@@ -88,11 +88,18 @@ extension DirectFile {
         try vectored(.writev, buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }, at: offset)
     }
 
-    /// Whether a request must go through the planner: it breaks an alignment and the file
-    /// bounces rather than refuses.
-    private func needsBounce(address: UInt, offset: Int64, length: Int, isRead: Bool) -> Bool {
-        bouncesMisaligned && length > 0 && AlignmentCheck.argumentProblem(offset: offset, length: length) == nil
-            && alignment.violation(address: address, offset: offset, length: length, isRead: isRead) != nil
+    /// Checks a request that may be realigned: bad arguments throw; a broken alignment returns
+    /// true (bounce or shift it) unless the file refuses misaligned requests, which throws
+    /// `.misaligned` naming the limit. One check per request, shared by every path.
+    private func mustRealign(name: String, address: UInt, offset: Int64, length: Int, isRead: Bool) throws(DirectIOError) -> Bool {
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: length) {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: length, detail: problem)
+        }
+        guard length > 0, let violation = alignment.violation(address: address, offset: offset, length: length, isRead: isRead) else { return false }
+        guard bouncesMisaligned else {
+            throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, detail: AlignmentCheck.describe(violation, limits: limits, isRead: isRead))
+        }
+        return true
     }
 
     // MARK: Batched, owned buffers
@@ -119,11 +126,9 @@ extension DirectFile {
         let length = count ?? buffer.count - bufferOffset
         try checkFits(length, in: buffer.count - bufferOffset, operation: name, offset: offset)
         let address = buffer.baseAddress + bufferOffset
-        if bouncesMisaligned, AlignmentCheck.argumentProblem(offset: offset, length: length) == nil,
-           alignment.violation(address: UInt(bitPattern: address), offset: offset, length: length, isRead: isRead) != nil {
+        if try mustRealign(name: name, address: UInt(bitPattern: address), offset: offset, length: length, isRead: isRead) {
             return try submitShifted(isRead: isRead, buffer, bufferOffset: bufferOffset, count: length, at: offset, tag: tag)
         }
-        try checkArguments(name: name, address: UInt(bitPattern: address), offset: offset, length: length, isRead: isRead)
         // The whole range lies inside the registered buffer, so the fixed slot stays valid.
         let fixed = engine.fixedIndex(of: buffer.poolSlot)
         let operation = isRead
@@ -200,9 +205,10 @@ extension DirectFile {
         return outcome.bytes
     }
 
-    private func run(_ operation: IOOperation, name: String, address: UInt, offset: Int64, length: Int) throws(DirectIOError) -> Int {
+    /// - Parameter validated: the caller already checked the arguments (`mustRealign`).
+    private func run(_ operation: IOOperation, name: String, address: UInt, offset: Int64, length: Int, validated: Bool = false) throws(DirectIOError) -> Int {
         let isRead = operation.opcode.readsIntoMemory
-        try checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead)
+        if !validated { try checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead) }
         if length == 0 { return 0 }
         let outcome = try engine.perform(operation, blockBytes: blockBytes(isRead: isRead))
         if let errno = outcome.errno {
