@@ -37,7 +37,7 @@ let package = Package(
         .target(
             name: "DIOCommands",
             dependencies: [
-                "DirectIO",
+                "DirectIO", "CDirectIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

@@ -39,5 +39,59 @@ _Static_assert(DIO_MAP_HUGETLB == MAP_HUGETLB, "MAP_HUGETLB value");
 _Static_assert(DIO_MADV_DONTFORK == MADV_DONTFORK, "MADV_DONTFORK value");
 #endif
 
+_Static_assert(sizeof(struct dio_file_clone_range) == 32, "file_clone_range is 32 bytes");
+#ifdef FICLONE
+_Static_assert(DIO_FICLONE == FICLONE, "FICLONE value");
+_Static_assert(DIO_FICLONERANGE == FICLONERANGE, "FICLONERANGE value");
+#endif
+#ifdef F_SETPIPE_SZ
+_Static_assert(DIO_F_SETPIPE_SZ == F_SETPIPE_SZ, "F_SETPIPE_SZ value");
+#endif
+
+static uint32_t crc32c_table[256];
+static int crc32c_table_ready;
+
+static void crc32c_fill_table(void) {
+    for (uint32_t index = 0; index < 256; index++) {
+        uint32_t crc = index;
+        for (int bit = 0; bit < 8; bit++) crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78U : crc >> 1;
+        crc32c_table[index] = crc;
+    }
+    __atomic_store_n(&crc32c_table_ready, 1, __ATOMIC_RELEASE);
+}
+
+static uint32_t crc32c_bytes(uint32_t crc, const uint8_t *p, size_t length) {
+    // Filling twice from racing threads writes the same values: harmless.
+    if (!__atomic_load_n(&crc32c_table_ready, __ATOMIC_ACQUIRE)) crc32c_fill_table();
+    while (length--) crc = crc32c_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *p, size_t length) {
+    uint64_t wide = crc;
+    while (length >= 8) {
+        uint64_t word;
+        __builtin_memcpy(&word, p, 8);
+        wide = __builtin_ia32_crc32di(wide, word);
+        p += 8;
+        length -= 8;
+    }
+    uint32_t narrow = (uint32_t)wide;
+    while (length--) narrow = __builtin_ia32_crc32qi(narrow, *p++);
+    return narrow;
+}
+#endif
+
+uint32_t dio_crc32c(uint32_t crc, const void *bytes, size_t length) {
+    const uint8_t *p = (const uint8_t *)bytes;
+    crc = ~crc;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) return ~crc32c_sse42(crc, p, length);
+#endif
+    return ~crc32c_bytes(crc, p, length);
+}
+
 // SwiftPM needs at least one symbol in a C target's object file.
 int dio_shim_version(void) { return 1; }

@@ -88,6 +88,13 @@
 #define IORING_ASYNC_CANCEL_ALL (1U << 0)
 #endif
 
+// SEND_ZC (Linux 6.0): flags in sqe.ioprio, and the CQE flags of its two completions.
+static const uint16_t DIO_IORING_RECVSEND_FIXED_BUF = 1U << 2;
+static const uint16_t DIO_IORING_SEND_ZC_REPORT_USAGE = 1U << 3;
+static const uint32_t DIO_IORING_CQE_F_MORE = 1U << 1;
+static const uint32_t DIO_IORING_CQE_F_NOTIF = 1U << 3;
+static const uint32_t DIO_IORING_NOTIF_USAGE_ZC_COPIED = 1U << 31;
+
 // IOSQE_FIXED_FILE is built from an enum constant (IOSQE_FIXED_FILE_BIT) and does not import.
 static const uint8_t DIO_IOSQE_FIXED_FILE = 1U << 0;
 
@@ -117,6 +124,7 @@ static const uint64_t DIO_IORING_OFF_SQES = 0x10000000ULL;
 static const int DIO_O_DIRECT = 040000;      // asm-generic/fcntl.h; x86_64 and aarch64 agree
 static const int DIO_O_TMPFILE = 020200000;  // __O_TMPFILE | O_DIRECTORY
 static const int DIO_FALLOC_FL_KEEP_SIZE = 0x01;
+static const int DIO_FALLOC_FL_PUNCH_HOLE = 0x02;
 static const int DIO_MAP_HUGETLB = 0x40000;
 static const int DIO_MADV_DONTFORK = 10;
 static const int DIO_MADV_HUGEPAGE = 14;
@@ -125,6 +133,23 @@ static const unsigned long DIO_BLKPBSZGET = BLKPBSZGET;
 static const unsigned long DIO_BLKGETSIZE64 = BLKGETSIZE64;
 
 static const int DIO_RLIMIT_MEMLOCK = RLIMIT_MEMLOCK;
+// Transfers: lseek whences, pipe sizing and reflink ioctls (include/uapi/linux/fs.h, fcntl.h).
+static const int DIO_SEEK_DATA = 3;
+static const int DIO_SEEK_HOLE = 4;
+static const int DIO_F_SETPIPE_SZ = 1031;
+static const int DIO_F_GETPIPE_SZ = 1032;
+static const int DIO_MSG_NOSIGNAL = 0x4000;
+static const int DIO_AT_SYMLINK_FOLLOW = 0x400;
+static const unsigned long DIO_FICLONE = 0x40049409UL;       // _IOW(0x94, 9, int)
+static const unsigned long DIO_FICLONERANGE = 0x4020940dUL;  // _IOW(0x94, 13, struct file_clone_range)
+
+struct dio_file_clone_range {
+    int64_t src_fd;
+    uint64_t src_offset;
+    uint64_t src_length;
+    uint64_t dest_offset;
+};
+
 
 static inline void *dio_map_failed(void) { return MAP_FAILED; }
 static inline int dio_errno(void) { return errno; }
@@ -286,6 +311,43 @@ static inline int dio_fstatfs_type(int fd, int64_t *type) {
 }
 
 static inline int dio_ioctl_ptr(int fd, unsigned long request, void *arg) {
+    return (int)syscall(SYS_ioctl, fd, request, arg);
+}
+
+// copy_file_range, splice and sendfile through syscall(): glibc declares the first two only
+// under _GNU_SOURCE, which Swift's Glibc module does not set. Offsets are in/out pointers, or
+// NULL to use (and advance) the descriptor's own position.
+static inline long dio_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out,
+                                       size_t len) {
+    return syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0U);
+}
+
+static inline long dio_splice(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len,
+                              unsigned int flags) {
+    return syscall(SYS_splice, fd_in, off_in, fd_out, off_out, len, flags);
+}
+
+static inline long dio_sendfile(int out_fd, int in_fd, int64_t *offset, size_t count) {
+    return syscall(SYS_sendfile, out_fd, in_fd, offset, count);
+}
+
+static inline int64_t dio_lseek(int fd, int64_t offset, int whence) {
+    return (int64_t)syscall(SYS_lseek, fd, offset, whence);
+}
+
+static inline int dio_pipe2(int fds[2], int flags) {
+    return (int)syscall(SYS_pipe2, fds, flags);
+}
+
+static inline int dio_fcntl_int(int fd, int command, int value) {
+    return (int)syscall(SYS_fcntl, fd, command, value);
+}
+
+// CRC-32C (Castagnoli) of `length` bytes, continuing from `crc` (start with 0). Uses the
+// SSE4.2 crc32 instruction where the CPU has it (8 bytes per instruction), else a table.
+uint32_t dio_crc32c(uint32_t crc, const void *bytes, size_t length);
+
+static inline int dio_ioctl_value(int fd, unsigned long request, unsigned long arg) {
     return (int)syscall(SYS_ioctl, fd, request, arg);
 }
 

@@ -1,17 +1,11 @@
-/// CRC-32C (Castagnoli), the checksum fio's verify and most storage systems use for blocks.
-/// Table-driven, one byte per step: fast enough for verification, no dependencies.
-enum CRC32C {
-    private static let table: [UInt32] = (0..<256).map { index in
-        var crc = UInt32(index)
-        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
-        return crc
-    }
+import CDirectIO
 
-    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        table.withUnsafeBufferPointer { table in
-            for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-        }
-        return crc ^ 0xFFFF_FFFF
+/// CRC-32C (Castagnoli), the checksum fio's verify and most storage systems use for blocks.
+/// The shim computes it with the CPU's crc32 instruction where there is one.
+enum CRC32C {
+    /// The checksum of `bytes`; pass an earlier result as `crc` to continue over more bytes.
+    static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        guard let base = bytes.baseAddress else { return crc }
+        return dio_crc32c(crc, base, bytes.count)
     }
 }

@@ -7,6 +7,15 @@ public struct IOOutcome: Sendable, Equatable {
     /// The error that ended the request, or nil on success. EOF is not an error: a read at or
     /// past the end succeeds with fewer bytes than asked.
     public var errno: Errno?
+    /// SEND_ZC only: the kernel copied the data after all (the notification's
+    /// IORING_NOTIF_USAGE_ZC_COPIED, e.g. over loopback or a device without scatter-gather).
+    public var copiedByKernel = false
+
+    public init(bytes: Int, errno: Errno?, copiedByKernel: Bool = false) {
+        self.bytes = bytes
+        self.errno = errno
+        self.copiedByKernel = copiedByKernel
+    }
 
     public var succeeded: Bool { errno == nil }
 }

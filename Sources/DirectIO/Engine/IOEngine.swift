@@ -462,6 +462,10 @@ public final class IOEngine {
         let slot = table.pointee.slots + index
         guard slot.pointee.state == .inFlight, slot.pointee.userData(index: index) == completion.userData else { return }
         table.pointee.statistics.completions += 1
+        if slot.pointee.operation.opcode == .sendZeroCopy {
+            handleZeroCopySend(index, completion)
+            return
+        }
         let step = CompletionRule.step(
             opcode: slot.pointee.operation.opcode, result: completion.result, done: slot.pointee.done,
             remaining: slot.pointee.operation.byteCount, retries: slot.pointee.retries, blockBytes: slot.pointee.blockBytes)
@@ -481,6 +485,32 @@ public final class IOEngine {
             finish(index, IOOutcome(bytes: bytes, errno: nil))
         case .failed(let code, let bytes):
             finish(index, IOOutcome(bytes: bytes, errno: Errno(rawValue: code)))
+        }
+    }
+
+    /// SEND_ZC completes twice: first with the send's result (IORING_CQE_F_MORE set when a
+    /// notification will follow), then with IORING_CQE_F_NOTIF once the network stack has let
+    /// go of the memory. Only then is the request finished and its buffer handed back, also
+    /// when the send failed or was cancelled. Short sends are not resubmitted here: the caller
+    /// sends the rest as a new request, since each send has its own notification.
+    private func handleZeroCopySend(_ index: Int, _ completion: RawCompletion) {
+        let slot = table.pointee.slots + index
+        if completion.flags & DIO_IORING_CQE_F_NOTIF != 0 {
+            if completion.result & Int32(bitPattern: DIO_IORING_NOTIF_USAGE_ZC_COPIED) != 0 {
+                slot.pointee.outcome.copiedByKernel = true
+            }
+            slot.pointee.awaitingNotification = false
+            finish(index, slot.pointee.outcome)
+            return
+        }
+        let outcome = completion.result < 0
+            ? IOOutcome(bytes: 0, errno: Errno(rawValue: -completion.result))
+            : IOOutcome(bytes: Int(completion.result), errno: nil)
+        if completion.flags & DIO_IORING_CQE_F_MORE != 0 {
+            slot.pointee.outcome = outcome
+            slot.pointee.awaitingNotification = true
+        } else {
+            finish(index, outcome)
         }
     }
 

@@ -23,8 +23,10 @@ package struct IOOperation {
     /// FSYNC: data only. FALLOCATE: the mode bits.
     package var dataOnly: Bool = false
     package var mode: Int32 = 0
-    /// READ_FIXED/WRITE_FIXED: the fixed-buffer slot holding `address`.
+    /// READ_FIXED/WRITE_FIXED/SEND_ZC: the fixed-buffer slot holding `address`.
     package var bufferIndex: UInt16 = 0
+    /// SEND_ZC: whether `bufferIndex` names a registered buffer.
+    package var fixedBuffer = false
 
     static func read(fd: Int32, fileSlot: Int32 = -1, into address: UnsafeMutableRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
         IOOperation(opcode: fixedSlot == nil ? .read : .readFixed, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
@@ -44,6 +46,12 @@ package struct IOOperation {
 
     static func fallocate(fd: Int32, fileSlot: Int32 = -1, mode: Int32, offset: Int64, length: Int64) -> IOOperation {
         IOOperation(opcode: .fallocate, fd: fd, fileSlot: fileSlot, offset: offset, allocateLength: length, mode: mode)
+    }
+
+    /// SEND_ZC of `count` bytes at `address` on the socket `fd`: the network stack transmits
+    /// from this memory, so it stays the request's until the notification completion.
+    static func sendZeroCopy(fd: Int32, from address: UnsafeRawPointer, count: Int, fixedSlot: UInt16?) -> IOOperation {
+        IOOperation(opcode: .sendZeroCopy, fd: fd, address: UInt(bitPattern: address), length: UInt32(count), bufferIndex: fixedSlot ?? 0, fixedBuffer: fixedSlot != nil)
     }
 
     static func nop() -> IOOperation { IOOperation(opcode: .nop, fd: -1) }

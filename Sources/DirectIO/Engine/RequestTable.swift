@@ -95,6 +95,9 @@ package struct Slot: ~Copyable {
     var retries = 0
     var blockBytes = 1
     var outcome = IOOutcome(bytes: 0, errno: nil)
+    /// SEND_ZC: the send's result has arrived (in `outcome`) and the buffer stays the kernel's
+    /// until the notification completion.
+    var awaitingNotification = false
     /// The buffer a batched request owns until it is reaped.
     var buffer: PoolBuffer? = nil
     /// Bytes to slide inside `buffer` once the request has completed (see `Shift`).
@@ -118,6 +121,7 @@ package struct Slot: ~Copyable {
         self.tag = tag
         done = 0
         retries = 0
+        awaitingNotification = false
         self.blockBytes = blockBytes
         self.buffer = buffer
         shift = nil

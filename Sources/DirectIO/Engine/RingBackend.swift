@@ -79,9 +79,11 @@ final class RingBackend: EngineBackend {
             sqe.prepareFsync(fd: op.fd, dataOnly: op.dataOnly)
         case .fallocate:
             sqe.prepareFallocate(fd: op.fd, mode: op.mode, offset: op.offset, length: op.allocateLength)
-        case .nop, .asyncCancel, .splice, .sendZeroCopy:
-            // Cancellation has its own entry point; SPLICE and SEND_ZC belong to the transfer
-            // layer. Neither reaches here from IOEngine, so queue a NOP that completes at once.
+        case .sendZeroCopy:
+            sqe.prepareSendZeroCopy(fd: op.fd, address: op.address, length: op.length, bufferIndex: op.fixedBuffer ? op.bufferIndex : nil)
+        case .nop, .asyncCancel, .splice:
+            // Cancellation has its own entry point and the transfer layer splices with the
+            // system call: neither reaches here from IOEngine, so queue a NOP that completes at once.
             sqe.prepareNop()
         }
         if op.fileSlot >= 0 {

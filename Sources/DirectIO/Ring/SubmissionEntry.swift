@@ -33,6 +33,23 @@ extension UnsafeMutablePointer where Pointee == dio_sqe {
         pointee.len = UInt32(bitPattern: mode)
     }
 
+    /// SEND_ZC (Linux 6.0): sends from `address` without copying it into socket buffers, and
+    /// with REPORT_USAGE the notification says whether the kernel had to copy after all.
+    /// MSG_NOSIGNAL: a closed peer is an EPIPE result, not a signal that kills the process.
+    @inline(__always)
+    func prepareSendZeroCopy(fd: Int32, address: UInt, length: UInt32, bufferIndex: UInt16?) {
+        pointee.opcode = Opcode.sendZeroCopy.rawValue
+        pointee.fd = fd
+        pointee.addr = UInt64(address)
+        pointee.len = length
+        pointee.op_flags = UInt32(DIO_MSG_NOSIGNAL)
+        pointee.ioprio = DIO_IORING_SEND_ZC_REPORT_USAGE
+        if let bufferIndex {
+            pointee.ioprio |= DIO_IORING_RECVSEND_FIXED_BUF
+            pointee.buf_index = bufferIndex
+        }
+    }
+
     /// ASYNC_CANCEL of the request whose user data is `target`.
     @inline(__always)
     func prepareCancel(target: UInt64) {

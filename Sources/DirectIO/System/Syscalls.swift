@@ -64,6 +64,11 @@ enum Sys {
         _ = try check { dio_ioctl_ptr(fd, request, arg) }
     }
 
+    /// `ioctl(fd, request, value)` for requests that take an integer (FICLONE takes a descriptor).
+    static func ioctl(_ fd: Int32, _ request: UInt, value: UInt) throws(Errno) {
+        _ = try check { dio_ioctl_value(fd, request, value) }
+    }
+
     // MARK: Data
 
     /// `pread(fd, buf, count, offset)`.
@@ -123,6 +128,66 @@ enum Sys {
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
         return (seconds(usage.ru_utime), seconds(usage.ru_stime))
+    }
+
+    // MARK: Transfers
+
+    /// `copy_file_range(in, &inOffset, out, &outOffset, count, 0)`; advances both offsets.
+    static func copyFileRange(from source: Int32, at sourceOffset: inout Int64, to destination: Int32, at destinationOffset: inout Int64, count: Int) throws(Errno) -> Int {
+        try check { dio_copy_file_range(source, &sourceOffset, destination, &destinationOffset, count) }
+    }
+
+    /// `splice(in, inOffset, out, outOffset, count, flags)`: a nil offset means the descriptor
+    /// is a pipe or socket (or uses its own position); a given one is advanced.
+    static func splice(from source: Int32, at sourceOffset: UnsafeMutablePointer<Int64>?, to destination: Int32, at destinationOffset: UnsafeMutablePointer<Int64>?, count: Int, flags: UInt32) throws(Errno) -> Int {
+        try check { dio_splice(source, sourceOffset, destination, destinationOffset, count, flags) }
+    }
+
+    /// `sendfile(out, in, &offset, count)`; advances `offset`.
+    static func sendfile(to destination: Int32, from source: Int32, at offset: inout Int64, count: Int) throws(Errno) -> Int {
+        try check { dio_sendfile(destination, source, &offset, count) }
+    }
+
+    /// `lseek(fd, offset, whence)`.
+    static func lseek(_ fd: Int32, _ offset: Int64, _ whence: Int32) throws(Errno) -> Int64 {
+        try check { dio_lseek(fd, offset, whence) }
+    }
+
+    /// `fcntl(fd, command, value)` for commands that take an int.
+    static func fcntl(_ fd: Int32, _ command: Int32, _ value: Int32) throws(Errno) -> Int32 {
+        try check { dio_fcntl_int(fd, command, value) }
+    }
+
+    /// `pipe2(fds, O_CLOEXEC)`: (read end, write end).
+    static func pipe() throws(Errno) -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        _ = try check { dio_pipe2(&fds, O_CLOEXEC) }
+        return (fds[0], fds[1])
+    }
+
+    /// `read(fd, buf, count)` at the descriptor's position (pipes, sockets).
+    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) throws(Errno) -> Int {
+        try check { Glibc.read(fd, buffer, count) }
+    }
+
+    /// `write(fd, buf, count)` at the descriptor's position (pipes, sockets).
+    static func write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) throws(Errno) -> Int {
+        try check { Glibc.write(fd, buffer, count) }
+    }
+
+    /// `fchmod(fd, mode)`.
+    static func fchmod(_ fd: Int32, _ mode: mode_t) throws(Errno) {
+        _ = try check { Glibc.fchmod(fd, mode) }
+    }
+
+    /// `rename(from, to)`: atomically replaces `to`.
+    static func rename(_ from: String, _ to: String) throws(Errno) {
+        _ = try check { Glibc.rename(from, to) }
+    }
+
+    /// `linkat(AT_FDCWD, from, AT_FDCWD, to, flags)`.
+    static func link(_ from: String, _ to: String, flags: Int32) throws(Errno) {
+        _ = try check { Glibc.linkat(AT_FDCWD, from, AT_FDCWD, to, flags) }
     }
 
     // MARK: Memory
