@@ -76,7 +76,7 @@ final class ZeroCopySendPath: TransferPath {
             }
             if failure == nil && !sending && nextSend < chunks, let buffer = ready[Int(nextSend % Int64(depth))].take() {
                 do throws(DirectIOError) {
-                    try send(buffer, from: sentOfCurrent, count: length(of: nextSend) - sentOfCurrent, tag: UInt64(nextSend) << 1 | 1)
+                    try engine.submitZeroCopySend(buffer, bufferOffset: sentOfCurrent, count: length(of: nextSend) - sentOfCurrent, to: destination.descriptor, tag: UInt64(nextSend) << 1 | 1)
                     sending = true
                     outstanding += 1
                 } catch {
@@ -133,10 +133,5 @@ final class ZeroCopySendPath: TransferPath {
         }
         if let failure { throw failure }
         return moved
-    }
-
-    private func send(_ buffer: consuming PoolBuffer, from start: Int, count: Int, tag: UInt64) throws(DirectIOError) {
-        let operation = IOOperation.sendZeroCopy(fd: destination.descriptor, from: buffer.baseAddress + start, count: count, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
-        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: 1)
     }
 }
