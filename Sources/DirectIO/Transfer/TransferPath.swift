@@ -70,7 +70,7 @@ struct TransferMeter {
 
     func checkCancelled(at offset: Int64) throws(PathFailure) {
         if options.cancellation?.isCancelled == true {
-            throw .failed(DirectIOError(.cancelled, operation: "transfer", path: destination, offset: offset, detail: "cancelled after \(done) bytes"))
+            throw .failed(DirectIOError(.cancelled, operation: "transfer", path: destination, offset: offset, detail: "\(done) bytes had been moved"))
         }
     }
 }
