@@ -18,9 +18,13 @@ public struct FaultPlan: Sendable {
     public var ioErrorOffsets: [Int64]
     /// Percent of completions held back for one reap, so they arrive out of order.
     public var delayPercent: Int
+    /// Writes whose file range covers one of these offsets fail with -ENOSPC.
+    public var noSpaceOffsets: [Int64]
+    /// Percent of data transfers answered -ECANCELED (as if cancelled by someone else).
+    public var cancelPercent: Int
 
     public init(seed: UInt64, shortTransferPercent: Int = 0, shortGranularity: Int = 4096, againPercent: Int = 0,
-                interruptPercent: Int = 0, ioErrorOffsets: [Int64] = [], delayPercent: Int = 0) {
+                interruptPercent: Int = 0, ioErrorOffsets: [Int64] = [], delayPercent: Int = 0, noSpaceOffsets: [Int64] = [], cancelPercent: Int = 0) {
         self.seed = seed
         self.shortTransferPercent = shortTransferPercent
         self.shortGranularity = shortGranularity
@@ -28,14 +32,17 @@ public struct FaultPlan: Sendable {
         self.interruptPercent = interruptPercent
         self.ioErrorOffsets = ioErrorOffsets
         self.delayPercent = delayPercent
+        self.noSpaceOffsets = noSpaceOffsets
+        self.cancelPercent = cancelPercent
     }
 }
 
 extension IOEngine {
     /// An engine that injects `plan`'s faults between DirectIO and the real kernel (io_uring or
     /// blocking, per `choice`): for testing storage code against short transfers, EAGAIN,
-    /// EINTR, EIO at chosen offsets and reordered completions. DirectIO handles the first three
-    /// itself (retry, resubmit); EIO reaches the caller with its offset.
+    /// EINTR, EIO and ENOSPC at chosen offsets, ECANCELED and reordered completions. DirectIO
+    /// handles the first three itself (retry, resubmit); EIO, ENOSPC and ECANCELED reach the
+    /// caller with their offset.
     public static func injectingFaults(
         _ plan: FaultPlan, _ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread,
         fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256
@@ -87,6 +94,15 @@ final class FaultInjectingBackend: EngineBackend {
             let start = operation.offset, end = operation.offset + Int64(operation.byteCount)
             if plan.ioErrorOffsets.contains(where: { $0 >= start && $0 < end }) {
                 outbox.append(RawCompletion(userData: userData, result: -EIO, flags: 0))
+                return true
+            }
+            let writes = operation.opcode == .write || operation.opcode == .writev || operation.opcode == .writeFixed
+            if writes && plan.noSpaceOffsets.contains(where: { $0 >= start && $0 < end }) {
+                outbox.append(RawCompletion(userData: userData, result: -ENOSPC, flags: 0))
+                return true
+            }
+            if roll(plan.cancelPercent) {
+                outbox.append(RawCompletion(userData: userData, result: -ECANCELED, flags: 0))
                 return true
             }
             if roll(plan.againPercent) {

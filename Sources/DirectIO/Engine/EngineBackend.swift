@@ -8,6 +8,9 @@ public enum EngineKind: String, Sendable, CustomStringConvertible {
     /// pread/pwrite/preadv/pwritev/fsync, one request at a time: the fallback where io_uring is
     /// unavailable (ENOSYS, or EPERM from seccomp or kernel.io_uring_disabled).
     case blocking
+    /// An in-memory device standing in for the kernel (DirectIOTesting's `MemoryDevice`):
+    /// requests complete from memory, files on disk are never touched.
+    case memory
 
     public var description: String { rawValue }
 }
