@@ -43,7 +43,7 @@ import Testing
         #expect(throws: (any Error).self) { _ = try Bench.parse(["--rw", "sideways"]) }
         #expect(throws: (any Error).self) { _ = try Bench.parse(["--bs", "lots"]) }
         for (arguments, reason) in [(["--rw", "read", "--bs", "0"], "--bs"), (["--rw", "read", "--iodepth", "0"], "--iodepth"),
-                                    (["--rw", "read", "--runtime", "0"], "--runtime"), (["--rw", "read", "--api", "async"], "issue 5"),
+                                    (["--rw", "read", "--runtime", "0"], "--runtime"), (["--rw", "read", "--api", "async", "--buffer-offset", "8"], "--api batched"),
                                     (["--rw", "read", "--size", "1k", "--bs", "4k"], "--size")] {
             do {
                 _ = try Bench.parse(arguments)

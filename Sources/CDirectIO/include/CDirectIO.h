@@ -339,6 +339,11 @@ static inline int dio_pipe2(int fds[2], int flags) {
     return (int)syscall(SYS_pipe2, fds, flags);
 }
 
+// eventfd(0, EFD_CLOEXEC): the async runtime's wake-up for a worker asleep in io_uring_enter.
+static inline int dio_eventfd(void) {
+    return (int)syscall(SYS_eventfd2, 0, 02000000 /* EFD_CLOEXEC */);
+}
+
 static inline int dio_fcntl_int(int fd, int command, int value) {
     return (int)syscall(SYS_fcntl, fd, command, value);
 }

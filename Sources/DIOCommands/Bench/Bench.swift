@@ -55,8 +55,11 @@ public struct Bench: ParsableCommand {
     @Option(help: "uring or blocking.")
     var engine: EngineArgument = .uring
 
-    @Option(help: "batched (submit and reap in batches) or async (Swift concurrency).")
+    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls) or async-executor (the same tasks on the ring's own executor).")
     var api: Workload.API = .batched
+
+    @Option(help: "Rings of the async runtime (with --api async or async-executor).")
+    var rings: Int = 1
 
     @Flag(help: "Print one JSON object per job.")
     var json = false
@@ -99,6 +102,7 @@ public struct Bench: ParsableCommand {
     }
 
     public func validate() throws {
+        if rings < 1 || rings > 64 { throw ValidationError("--rings must be between 1 and 64") }
         for job in workloads(sizeBytes: Int64(size?.bytes ?? 1 << 30)) {
             if let problem = job.validate() { throw ValidationError(problem) }
         }
@@ -114,7 +118,9 @@ public struct Bench: ParsableCommand {
                 let rate = elapsed > job.rampSeconds ? Double(ios) / (elapsed - job.rampSeconds) : 0
                 printError("\r\(job.name): \(BenchResult.format(elapsed, digits: 1)) s, \(BenchResult.format(rate, digits: 0)) IOPS   ", newline: false)
             } : nil
-            let result = try BenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, progress: progress)
+            let result = job.api == .batched
+                ? try BenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, progress: progress)
+                : try AsyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, rings: rings)
             if progress != nil { printError("\r" + String(repeating: " ", count: 60) + "\r", newline: false) }
             if json { print(result.json.rendered) }
             results.append(result)

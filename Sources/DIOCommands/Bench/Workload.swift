@@ -13,7 +13,10 @@ public struct Workload: Sendable, Equatable {
 
     public enum Mode: String, Sendable, CaseIterable { case direct, buffered }
     public enum Buffers: String, Sendable, CaseIterable { case registered, unregistered }
-    public enum API: String, Sendable, CaseIterable { case batched, async }
+    /// batched: submit and reap in batches on one thread. async: `iodepth` tasks awaiting
+    /// AsyncFile calls on the global executor. async-executor: the same tasks on the ring's
+    /// own executor (no cross-thread handoff).
+    public enum API: String, Sendable, CaseIterable { case batched, async, asyncExecutor = "async-executor" }
 
     public var pattern: Pattern
     public var blockBytes: Int
@@ -80,7 +83,8 @@ public struct Workload: Sendable, Equatable {
         if rampSeconds < 0 { return "--ramp must not be negative" }
         if bufferOffset < 0 { return "--buffer-offset must not be negative" }
         if reapBatch < 1 { return "--reap-batch must be at least 1" }
-        if api == .async { return "--api async needs the async API (issue 5), which has not landed yet; use --api batched" }
+        if api != .batched && bufferOffset != 0 { return "--buffer-offset needs --api batched: the async API takes aligned memory (misaligned I/O goes through DirectFile)" }
+        if api != .batched && engine == .blocking { return "--engine blocking needs --api batched: the async runtime picks its engine itself (DIRECTIO_ENGINE=blocking forces it)" }
         return nil
     }
 }

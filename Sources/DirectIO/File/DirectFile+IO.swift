@@ -224,39 +224,18 @@ extension DirectFile {
     }
 
     private func checkArguments(name: String, address: UInt, offset: Int64, length: Int, isRead: Bool) throws(DirectIOError) {
-        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: length) {
-            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: length, detail: problem)
-        }
-        if let violation = alignment.violation(address: address, offset: offset, length: length, isRead: isRead) {
-            throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, detail: AlignmentCheck.describe(violation, limits: limits, isRead: isRead))
-        }
+        try rules.checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead)
     }
 
     private func checkFits(_ length: Int, in capacity: Int, operation: String, offset: Int64) throws(DirectIOError) {
-        guard length >= 0 && length <= capacity else {
-            throw DirectIOError(.invalidArgument, operation: operation, path: path, offset: offset, length: length, detail: "count \(length) does not fit the \(capacity)-byte buffer")
-        }
+        try rules.checkFits(length, in: capacity, operation: operation, offset: offset)
     }
 
     private func checkEmpty(_ name: String, _ offset: Int64) throws(DirectIOError) -> Int {
-        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: 0) {
-            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: 0, detail: problem)
-        }
-        return 0
+        try rules.checkEmpty(name, offset)
     }
 
-    /// The error for a failed request. EINVAL under O_DIRECT almost always means alignment
-    /// (open(2)), so it is reported as `.misaligned` with the limit that was broken, or, when
-    /// the request met every reported limit, with the limits it met.
     private func failure(_ errno: Errno, name: String, call: String, address: UInt?, offset: Int64, length: Int, isRead: Bool, done: Int) -> DirectIOError {
-        let partial = done > 0 ? "\(done) bytes were transferred before the failure" : nil
-        if errno == .invalidArgument && isDirect {
-            let broken = address.flatMap { alignment.violation(address: $0, offset: offset, length: length, isRead: isRead) }
-                .map { AlignmentCheck.describe($0, limits: limits, isRead: isRead) }
-            let detail = broken ?? "the kernel rejected direct I/O that meets the reported limits (memory alignment \(limits.memoryAlignment), offset alignment \(isRead ? limits.readOffsetAlignment : limits.offsetAlignment)); the file may need buffered I/O"
-            return DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, systemCall: call, errno: errno,
-                                 detail: [detail, partial].compactMap { $0 }.joined(separator: "; "))
-        }
-        return .system(errno, operation: name, call: call, path: path, offset: offset + Int64(done), length: length, detail: partial)
+        rules.failure(errno, name: name, call: call, address: address, offset: offset, length: length, isRead: isRead, done: done)
     }
 }

@@ -26,7 +26,9 @@ public struct DirectFile: ~Copyable {
     /// With `.preferred`, why direct I/O is not in use.
     public let fallbackNote: String?
     public let engine: IOEngine
-    let alignment: AlignmentCheck
+    /// Argument checks and error wording, shared with `AsyncFile`.
+    let rules: FileRules
+    var alignment: AlignmentCheck { rules.alignment }
     /// Whether requests that break the alignment are bounced (else refused).
     let bouncesMisaligned: Bool
     /// The caller's bounce pool, if it passed one; else the engine's.
@@ -49,65 +51,19 @@ public struct DirectFile: ~Copyable {
     /// - Parameter engine: the engine to submit through; nil creates one for this file alone.
     public init(path: String, options: OpenOptions = OpenOptions(), engine: IOEngine? = nil) throws(DirectIOError) {
         let engine: IOEngine = if let engine { engine } else { try IOEngine() }
-        let existedBefore = access(path, F_OK) == 0
-        var fd: Int32
-        var direct = options.directIO != .disabled
-        var note: String? = nil
-        do {
-            fd = try Sys.open(path, flags: options.flags | (direct ? DIO_O_DIRECT : 0), mode: options.permissions)
-        } catch .invalidArgument where direct {
-            // open(2): EINVAL with O_DIRECT means the filesystem does not support it.
-            let filesystem = Self.filesystemName(near: path)
-            if options.create && !existedBefore { _ = try? Sys.unlink(path) }
-            guard options.directIO == .preferred else {
-                throw DirectIOError(.directIOUnsupported, operation: "open", path: path, systemCall: "open", errno: .invalidArgument,
-                                    detail: "the \(filesystem) filesystem refuses O_DIRECT; open with .preferred to fall back to buffered I/O")
-            }
-            note = "the \(filesystem) filesystem refuses O_DIRECT (open: EINVAL); using buffered I/O"
-            direct = false
-            do { fd = try Sys.open(path, flags: options.flags, mode: options.permissions) } catch {
-                throw .system(error, operation: "open", call: "open", path: path)
-            }
-        } catch {
-            throw .system(error, operation: "open", call: "open", path: path)
-        }
-
-        let limits: DeviceLimits
-        do { limits = try DeviceLimits.of(fd: fd, path: path) } catch {
-            _ = try? Sys.close(fd)
-            throw error
-        }
-        if direct && !limits.directIO {
-            // open accepted O_DIRECT but direct I/O does not actually work (overlayfs over
-            // squashfs, some FUSE): the probe found out with a real read.
-            guard options.directIO == .preferred else {
-                _ = try? Sys.close(fd)
-                if options.create && !existedBefore { _ = try? Sys.unlink(path) }
-                throw DirectIOError(.directIOUnsupported, operation: "open", path: path,
-                                    detail: "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); open with .preferred to fall back to buffered I/O")
-            }
-            let flags = fcntl(fd, F_GETFL)
-            _ = fcntl(fd, F_SETFL, flags & ~DIO_O_DIRECT)
-            note = "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); using buffered I/O"
-            direct = false
-        }
-        let stat: stat
-        do { stat = try Sys.fstat(fd) } catch {
-            _ = try? Sys.close(fd)
-            throw .system(error, operation: "open", call: "fstat", path: path)
-        }
-        self.identity = Identity(device: UInt64(stat.st_dev), inode: UInt64(stat.st_ino))
+        let opened = try OpenedDescriptor.open(path: path, options: options)
+        self.identity = opened.identity
         self.bouncesMisaligned = options.misaligned == .bounce
         self.sharedBouncePool = options.bouncePool
         self.waitsForBounceBuffers = options.waitForBounceBuffers
-        if note != nil { engine.recordBufferedFallback() }
+        if opened.fallbackNote != nil { engine.recordBufferedFallback() }
         self.path = path
-        self.owner = DescriptorOwner(fd: fd, fileSlot: engine.registerFile(fd) ?? -1, engine: engine)
-        self.limits = limits
-        self.isDirect = direct
-        self.fallbackNote = note
+        self.owner = DescriptorOwner(fd: opened.fd, fileSlot: engine.registerFile(opened.fd) ?? -1, engine: engine)
+        self.limits = opened.limits
+        self.isDirect = opened.isDirect
+        self.fallbackNote = opened.fallbackNote
         self.engine = engine
-        self.alignment = AlignmentCheck(limits: limits, isDirect: direct)
+        self.rules = FileRules(path: path, limits: opened.limits, isDirect: opened.isDirect)
     }
 
     /// Closes the descriptor, reporting errors (close can report a deferred write error on
@@ -117,13 +73,6 @@ public struct DirectFile: ~Copyable {
         do { try owner.close() } catch {
             throw .system(error, operation: "close", call: "close", path: path)
         }
-    }
-
-    private static func filesystemName(near path: String) -> String {
-        let directory = DeviceLimits.parentDirectory(of: path)
-        guard let fd = try? Sys.open(access(path, F_OK) == 0 ? path : directory, flags: O_RDONLY | O_CLOEXEC) else { return "this" }
-        defer { _ = try? Sys.close(fd) }
-        return (try? Sys.filesystemMagic(fd)).map(FilesystemName.fromMagic) ?? "this"
     }
 
     // MARK: Size and space

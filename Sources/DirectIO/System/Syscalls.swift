@@ -113,6 +113,13 @@ enum Sys {
         if result != 0 { throw Errno(rawValue: result) }
     }
 
+    /// `posix_fadvise(fd, offset, length, POSIX_FADV_SEQUENTIAL)`: doubles the readahead
+    /// window for a file about to be read front to back. Returns the error number.
+    static func adviseSequential(_ fd: Int32, offset: Int64, length: Int64) throws(Errno) {
+        let result = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_SEQUENTIAL)
+        if result != 0 { throw Errno(rawValue: result) }
+    }
+
     /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds (a vDSO call: no system call).
     @inline(__always)
     static func monotonicNanoseconds() -> UInt64 {

@@ -46,6 +46,11 @@ public enum Transfer {
             throw DirectIOError(.unsupported, operation: "transfer (\(forced))", path: destination.label,
                                 detail: report.skipped.first?.reason ?? "cannot serve \(source.kind) → \(destination.kind)")
         }
+        if source.kind == .regularFile, let total, total > 0 {
+            // The kernel paths read through the page cache front to back: a doubled readahead
+            // window is what cp asks for too (advice only; failure changes nothing).
+            _ = try? Sys.adviseSequential(source.descriptor, offset: sourceOffset, length: total)
+        }
         var meter = TransferMeter(total: total, options: options, destination: destination.label)
         var run = Run(source: source, destination: destination, sourceSize: sourceSize, options: options)
         let range = TransferRange(sourceOffset: sourceOffset, destinationOffset: destinationOffset, count: total)

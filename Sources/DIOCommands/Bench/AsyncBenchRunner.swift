@@ -1,0 +1,125 @@
+import Dispatch
+import DirectIO
+import Glibc
+import Histogram
+
+/// Runs one job through the async API: `iodepth` tasks, each owning one pool buffer and
+/// awaiting one I/O at a time, like `iodepth` callers of a server would. With `async`, the
+/// tasks run on Swift's global executor and every request crosses to the ring's thread; with
+/// `async-executor`, they run on the ring's own executor and submit with no handoff.
+enum AsyncBenchRunner {
+    /// What one task measured in the window.
+    private struct TaskTotals: Sendable {
+        var ios = 0
+        var bytes: Int64 = 0
+        var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        var failure: String? = nil
+    }
+
+    static func run(_ workload: Workload, path: String, sizeBytes: Int64, rings: Int) throws -> BenchResult {
+        if let problem = workload.validate() {
+            throw DirectIOError(.invalidArgument, operation: "bench", path: path, detail: problem)
+        }
+        let runtime = try IORuntime(rings: rings, queueDepth: workload.iodepth)
+        let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.blockBytes, hugePages: workload.hugePages)
+        let access: OpenOptions.Access = workload.pattern.writes ? .readWrite : .readOnly
+        let file = try AsyncFile(path: path, options: OpenOptions(access: access, directIO: workload.mode == .direct ? .required : .disabled), runtime: runtime)
+        var notes = pool.mapping.notes
+        if !runtime.usesIOUring { notes.append("io_uring unavailable: the runtime's rings drive the blocking engine") }
+
+        let outcome = ResultBox()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            if workload.buffers == .registered { await runtime.register(pool) }
+            outcome.value = await measure(workload, file: file, pool: pool, runtime: runtime, sizeBytes: sizeBytes)
+            await runtime.shutdown()
+            done.signal()
+        }
+        done.wait()
+        guard let (totals, seconds, cpu) = outcome.value else {
+            throw DirectIOError(.unexpected, operation: "bench", path: path, detail: "the async job produced no result")
+        }
+        if let failure = totals.failure { throw DirectIOError(.ioError, operation: "bench", path: path, detail: failure) }
+        return BenchResult(
+            workload: workload, engine: runtime.usesIOUring ? .ioUring : .blocking, ios: totals.ios, bytes: totals.bytes, seconds: seconds,
+            latencyP50Ns: totals.histogram.valueAtPercentile(50), latencyP99Ns: totals.histogram.valueAtPercentile(99), latencyP999Ns: totals.histogram.valueAtPercentile(99.9),
+            cpuUserSeconds: cpu.user, cpuSystemSeconds: cpu.system,
+            bytesDirect: file.isDirect ? totals.bytes : 0, bytesBounced: 0, bytesShifted: 0,
+            registeredBuffers: workload.buffers == .registered && pool.registration != .unregistered, notes: notes)
+    }
+
+    /// Hands the result from the task to the waiting thread (the semaphore orders the accesses).
+    private final class ResultBox: @unchecked Sendable {
+        var value: (TaskTotals, Double, (user: Double, system: Double))?
+    }
+
+    private static func measure(_ workload: Workload, file: AsyncFile, pool: BufferPool, runtime: IORuntime, sizeBytes: Int64) async -> (TaskTotals, Double, (user: Double, system: Double)) {
+        let start = ProcessClock.nanoseconds()
+        let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
+        let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
+        let blocks = UInt64(sizeBytes / Int64(workload.blockBytes))
+        let executor: RingExecutor? = workload.api == .asyncExecutor ? runtime.executor(ring: 0) : nil
+        return await withTaskGroup(of: TaskTotals.self) { group in
+            for index in 0..<workload.iodepth {
+                group.addTask(executorPreference: executor) {
+                    await oneCaller(index, workload: workload, file: file, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end)
+                }
+            }
+            // The measured window's CPU time, taken by this task at its edges.
+            try? await Task.sleep(nanoseconds: rampEnd > ProcessClock.nanoseconds() ? rampEnd - ProcessClock.nanoseconds() : 0)
+            let cpuStart = ProcessClock.cpuSeconds()
+            let windowStart = ProcessClock.nanoseconds()
+            try? await Task.sleep(nanoseconds: end > ProcessClock.nanoseconds() ? end - ProcessClock.nanoseconds() : 0)
+            let cpuEnd = ProcessClock.cpuSeconds()
+            let windowEnd = ProcessClock.nanoseconds()
+            var total = TaskTotals()
+            total.histogram.autoResize = true
+            for await part in group {
+                total.ios += part.ios
+                total.bytes += part.bytes
+                total.histogram.add(part.histogram)
+                total.failure = total.failure ?? part.failure
+            }
+            return (total, Double(windowEnd - windowStart) / 1e9, (cpuEnd.user - cpuStart.user, cpuEnd.system - cpuStart.system))
+        }
+    }
+
+    /// One caller: its own buffer, one I/O at a time until the window ends.
+    private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64) async -> TaskTotals {
+        var totals = TaskTotals()
+        totals.histogram.autoResize = true
+        guard var buffer = pool.take() else {
+            totals.failure = "the pool has fewer buffers than callers"
+            return totals
+        }
+        var random = SplitMix(seed: workload.seed &+ UInt64(index) &* 0x9E37_79B9)
+        buffer.withUnsafeMutableBytes { random.fill($0) }
+        var sequential = Int64(index) * Int64(workload.blockBytes)
+        while true {
+            let offset: Int64
+            if workload.pattern.isRandom {
+                offset = Int64(random.next() % blocks) * Int64(workload.blockBytes)
+            } else {
+                offset = sequential
+                sequential += Int64(workload.iodepth * workload.blockBytes)
+                if sequential + Int64(workload.blockBytes) > Int64(blocks) * Int64(workload.blockBytes) { sequential = Int64(index) * Int64(workload.blockBytes) }
+            }
+            let writes = workload.pattern == .randrw ? random.next() & 1 == 1 : workload.pattern.writes
+            let submitted = ProcessClock.nanoseconds()
+            if submitted >= end { break }
+            do {
+                let moved = writes ? try await file.write(buffer, at: offset) : try await file.read(into: &buffer, at: offset)
+                let finished = ProcessClock.nanoseconds()
+                if submitted >= rampEnd && finished <= end {
+                    _ = totals.histogram.record(finished - submitted)
+                    totals.ios += 1
+                    totals.bytes += Int64(moved)
+                }
+            } catch {
+                totals.failure = "\(error)"
+                break
+            }
+        }
+        return totals
+    }
+}

@@ -1,0 +1,192 @@
+import CDirectIO
+import Glibc
+import SystemPackage
+
+/// A file or block device for async/await: `try await file.read(into: &buffer, at: offset)`
+/// from any task, concurrently from many, with no thread blocked per I/O in flight.
+///
+/// Requests go to a ring of the file's `IORuntime`: the ring whose thread the task runs on
+/// (tasks that prefer a ring's executor submit with no handoff), else the file's home ring.
+/// When a ring has `queueDepth` requests in the kernel, further requests wait their turn in
+/// order.
+///
+/// Cancelling the task submits ASYNC_CANCEL; the call returns only once the kernel's final
+/// completion for its request has been reaped, so the memory it was given is never freed,
+/// reused or returned to a pool while the kernel may still use it. It then throws
+/// `CancellationError` if the kernel cancelled the request, or returns the real outcome if
+/// the I/O finished first (a write that happened is reported as written).
+///
+/// Memory, offsets and lengths must meet the file's direct-I/O alignment (`limits`); pool
+/// buffers and `AlignedBuffer`s always do. `read(count:at:)` takes any offset and length.
+/// Unaligned writes need read-modify-write under block locks: use `DirectFile`, which bounces.
+public final class AsyncFile: Sendable {
+    public let path: String
+    public let limits: DeviceLimits
+    /// Whether I/O bypasses the page cache (O_DIRECT is set).
+    public let isDirect: Bool
+    /// With `.preferred`, why direct I/O is not in use.
+    public let fallbackNote: String?
+    public let runtime: IORuntime
+    /// The open descriptor, closed when the file is dropped (no request can be in flight
+    /// then: every call holds the file until its request has completed).
+    public let descriptor: Int32
+    let rules: FileRules
+    /// The ring requests from outside the runtime's threads go to.
+    let home: Int
+
+    /// Opens `path` on `runtime` (default: `IORuntime.shared()`).
+    public init(path: String, options: OpenOptions = OpenOptions(), runtime: IORuntime? = nil) throws(DirectIOError) {
+        let runtime: IORuntime = if let runtime { runtime } else { try IORuntime.shared() }
+        let opened = try OpenedDescriptor.open(path: path, options: options)
+        self.path = path
+        self.limits = opened.limits
+        self.isDirect = opened.isDirect
+        self.fallbackNote = opened.fallbackNote
+        self.runtime = runtime
+        self.descriptor = opened.fd
+        self.rules = FileRules(path: path, limits: opened.limits, isDirect: opened.isDirect)
+        self.home = runtime.assignHome()
+    }
+
+    deinit {
+        _ = try? Sys.close(descriptor)
+    }
+
+    // MARK: Buffers DirectIO owns
+
+    /// Reads up to `count` bytes (default: the whole buffer) at `offset`; returns the bytes
+    /// read, fewer only at end of file. Registered pool buffers use READ_FIXED.
+    public func read<Buffer: IOBuffer & ~Copyable>(into buffer: inout Buffer, count: Int? = nil, at offset: Int64) async throws -> Int {
+        let length = count ?? buffer.count
+        try rules.checkFits(length, in: buffer.count, operation: "read", offset: offset)
+        return try await transfer(.read, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot)
+    }
+
+    /// Writes `count` bytes (default: the whole buffer) at `offset`; returns the bytes written.
+    public func write<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64) async throws -> Int {
+        let length = count ?? buffer.count
+        try rules.checkFits(length, in: buffer.count, operation: "write", offset: offset)
+        return try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot)
+    }
+
+    // MARK: Caller memory
+
+    /// Reads into caller memory, which must stay valid until this returns (it returns only
+    /// after the kernel is done with it, cancelled or not).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) async throws -> Int {
+        try await transfer(.read, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil)
+    }
+
+    /// Writes caller memory; see `read(into:at:)`.
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) async throws -> Int {
+        try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil)
+    }
+
+    /// Reads `count` bytes at `offset`, any offset and length: the covering aligned range is
+    /// read into a temporary aligned buffer and the bytes asked for are copied out. Returns
+    /// fewer bytes only at end of file.
+    public func read(count: Int, at offset: Int64) async throws -> [UInt8] {
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: count) {
+            throw DirectIOError(.invalidArgument, operation: "read", path: path, offset: offset, length: count, detail: problem)
+        }
+        guard count > 0 else { return [] }
+        let block = Int64(rules.alignment.readAlignment)
+        let first = offset / block * block
+        let last = (offset + Int64(count) + block - 1) / block * block
+        var scratch = try AlignedBuffer(byteCount: Int(last - first), lock: false)
+        let got = try await read(into: &scratch, count: Int(last - first), at: first)
+        let skip = Int(offset - first)
+        let available = max(0, min(count, got - skip))
+        return scratch.withUnsafeBytes { Array($0[skip..<skip + available]) }
+    }
+
+    // MARK: Vectored
+
+    /// Reads into several buffers from consecutive file bytes (READV).
+    public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: Int64) async throws -> Int {
+        try await vectored(.readv, buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, at: offset)
+    }
+
+    /// Writes several buffers to consecutive file bytes (WRITEV).
+    public func write(_ buffers: [UnsafeRawBufferPointer], at offset: Int64) async throws -> Int {
+        try await vectored(.writev, buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }, at: offset)
+    }
+
+    // MARK: Durability
+
+    /// Makes written data durable: `.data` is fdatasync, `.full` is fsync.
+    public func sync(_ kind: SyncKind = .full) async throws {
+        let request = AsyncRequest(opcode: .fsync, fd: descriptor, dataOnly: kind == .data)
+        let outcome = try await perform(request, name: kind == .data ? "data sync" : "sync", offset: 0)
+        if let errno = outcome.errno {
+            throw DirectIOError.system(errno, operation: kind == .data ? "data sync" : "sync", call: runtime.usesIOUring ? "FSYNC" : "fsync", path: path)
+        }
+    }
+
+    // MARK: Requests
+
+    private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?) async throws -> Int {
+        let isRead = opcode == .read
+        let name = isRead ? "read" : "write"
+        try rules.checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead)
+        guard length > 0 else { return 0 }
+        let request = AsyncRequest(opcode: opcode, fd: descriptor, address: address, length: length, offset: offset, poolSlot: poolSlot,
+                                   blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment)
+        let outcome = try await perform(request, name: name, offset: offset)
+        if let errno = outcome.errno {
+            throw rules.failure(errno, name: name, call: runtime.usesIOUring ? opcode.description : (isRead ? "pread" : "pwrite"),
+                                address: address, offset: offset, length: length, isRead: isRead, done: outcome.bytes)
+        }
+        return outcome.bytes
+    }
+
+    private func vectored(_ opcode: Opcode, _ vectors: [iovec], at offset: Int64) async throws -> Int {
+        let isRead = opcode == .readv
+        let name = isRead ? "vectored read" : "vectored write"
+        let total = vectors.reduce(0) { $0 + $1.iov_len }
+        guard vectors.count <= AlignmentCheck.maxVectors else {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: "\(vectors.count) buffers exceed IOV_MAX (\(AlignmentCheck.maxVectors))")
+        }
+        for (position, vector) in vectors.enumerated() {
+            do { try rules.checkArguments(name: name, address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: isRead) } catch {
+                var error = error
+                error.detail = "buffer \(position): " + (error.detail ?? "")
+                throw error
+            }
+        }
+        guard total > 0 else { return 0 }
+        // The engine rewrites the iovecs to resubmit a short transfer's remainder: it gets its
+        // own copy, alive until the request has completed (this frame outlives the request).
+        let copy = UnsafeMutablePointer<iovec>.allocate(capacity: vectors.count)
+        copy.initialize(from: vectors, count: vectors.count)
+        defer { copy.deallocate() }
+        let request = AsyncRequest(opcode: opcode, fd: descriptor, address: UInt(bitPattern: copy), length: vectors.count, offset: offset,
+                                   blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment)
+        let outcome = try await perform(request, name: name, offset: offset)
+        if let errno = outcome.errno {
+            throw rules.failure(errno, name: name, call: runtime.usesIOUring ? opcode.description : (isRead ? "preadv" : "pwritev"),
+                                address: nil, offset: offset, length: total, isRead: isRead, done: outcome.bytes)
+        }
+        return outcome.bytes
+    }
+
+    /// Submits `request` and waits for its final completion, also when the task is cancelled
+    /// meanwhile (cancellation is forwarded to the kernel, then awaited).
+    private func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
+        let worker = runtime.worker(home: home)
+        let outcome = await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<IOOutcome, Never>) in
+                request.continuation = continuation
+                worker.submit(request)
+            }
+        } onCancel: {
+            request.markCancelled()
+            worker.post(.cancel(request))
+        }
+        if request.refusedByShutdown {
+            throw DirectIOError(.cancelled, operation: name, path: path, offset: offset, detail: "the I/O runtime has shut down")
+        }
+        if outcome.errno == .canceled && request.isCancelled { throw CancellationError() }
+        return outcome
+    }
+}

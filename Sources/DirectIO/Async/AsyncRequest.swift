@@ -1,0 +1,69 @@
+import Synchronization
+import SystemPackage
+
+/// One async I/O on its way through a ring worker: what to do, who waits for it, and whether
+/// its task was cancelled.
+///
+/// Unchecked sendability: `continuation`, `tag` and `refusedByShutdown` are written by the
+/// task before the request is posted (the post goes through the worker's mutex, which orders
+/// it) or by the worker thread alone afterwards, and read by the task only after the
+/// continuation has resumed (which orders them again). `cancelled` is atomic, since the
+/// cancellation handler sets it from any thread.
+final class AsyncRequest: @unchecked Sendable {
+    let opcode: Opcode
+    let fd: Int32
+    /// Buffer address, or the iovec array for READV/WRITEV.
+    let address: UInt
+    let length: UInt32
+    let offset: Int64
+    let dataOnly: Bool
+    /// The pool buffer the memory belongs to, when it is one: a worker whose engine has the
+    /// pool registered uses READ_FIXED/WRITE_FIXED.
+    let poolSlot: PoolSlot?
+    let blockBytes: Int
+    private let cancelled = Atomic<Bool>(false)
+
+    var continuation: UnsafeContinuation<IOOutcome, Never>?
+    /// The engine tag while the request is in the kernel (worker only); 0 before.
+    var tag: UInt64 = 0
+    /// The runtime had shut down: the request never reached the kernel.
+    var refusedByShutdown = false
+
+    init(opcode: Opcode, fd: Int32, address: UInt = 0, length: Int = 0, offset: Int64 = 0, dataOnly: Bool = false, poolSlot: PoolSlot? = nil, blockBytes: Int = 1) {
+        self.opcode = opcode
+        self.fd = fd
+        self.address = address
+        self.length = UInt32(length)
+        self.offset = offset
+        self.dataOnly = dataOnly
+        self.poolSlot = poolSlot
+        self.blockBytes = blockBytes
+    }
+
+    var isCancelled: Bool { cancelled.load(ordering: .acquiring) }
+
+    func markCancelled() { cancelled.store(true, ordering: .releasing) }
+
+    /// The operation for `engine`, with its fixed-buffer slot when the pool is registered there.
+    func operation(on engine: IOEngine) -> IOOperation {
+        switch opcode {
+        case .read, .readFixed:
+            let fixed = engine.fixedIndex(of: poolSlot)
+            return IOOperation(opcode: fixed == nil ? .read : .readFixed, fd: fd, address: address, length: length, offset: offset, bufferIndex: fixed ?? 0)
+        case .write, .writeFixed:
+            let fixed = engine.fixedIndex(of: poolSlot)
+            return IOOperation(opcode: fixed == nil ? .write : .writeFixed, fd: fd, address: address, length: length, offset: offset, bufferIndex: fixed ?? 0)
+        case .fsync:
+            return .fsync(fd: fd, dataOnly: dataOnly)
+        default:
+            return IOOperation(opcode: opcode, fd: fd, address: address, length: length, offset: offset)
+        }
+    }
+
+    /// Hands the outcome to the waiting task (once).
+    func finish(_ outcome: IOOutcome) {
+        let waiting = continuation
+        continuation = nil
+        waiting?.resume(returning: outcome)
+    }
+}

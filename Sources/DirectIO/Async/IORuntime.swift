@@ -1,0 +1,99 @@
+import Glibc
+import Synchronization
+
+/// The rings async I/O runs on: by default one per core, each with its own thread, engine and
+/// executor. Any task may await I/O on any runtime; no thread blocks per I/O in flight.
+///
+/// ```swift
+/// let runtime = try IORuntime.shared()          // or IORuntime(rings: 4, queueDepth: 256)
+/// let file = try AsyncFile(path: "/data/table.db", runtime: runtime)
+/// let n = try await file.read(into: &buffer, at: 0)
+/// ```
+///
+/// Tasks that want the thread-per-core model run on a ring's own executor and submit without
+/// any cross-thread handoff: `await withTaskExecutorPreference(runtime.executor(ring: 0)) { ... }`.
+public final class IORuntime: Sendable {
+    let workers: [RingWorker]
+    private let nextHome = Atomic<Int>(0)
+
+    private static let sharedRuntime = Mutex<IORuntime?>(nil)
+
+    /// The process's default runtime, made on first use (one ring per online core).
+    public static func shared() throws(DirectIOError) -> IORuntime {
+        try sharedRuntime.withLock { (runtime: inout IORuntime?) throws(DirectIOError) -> IORuntime in
+            if let runtime { return runtime }
+            let made = try IORuntime()
+            runtime = made
+            return made
+        }
+    }
+
+    /// - Parameters:
+    ///   - rings: rings (and threads); default one per online core.
+    ///   - queueDepth: requests in the kernel at once per ring; more wait in order.
+    ///   - engine: `.automatic` (io_uring where it works), or `.blocking` to have each ring's
+    ///     thread make blocking system calls (tests, sandboxes without io_uring).
+    public init(rings: Int? = nil, queueDepth: Int = 128, engine: IOEngine.Choice = .automatic) throws(DirectIOError) {
+        let count = rings ?? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        guard count >= 1 && count <= 1024, queueDepth >= 1 && queueDepth <= 16_383 else {
+            throw DirectIOError(.invalidArgument, operation: "create I/O runtime", detail: "rings must be 1...1024 and queue depth 1...16383 (got \(count), \(queueDepth))")
+        }
+        var workers: [RingWorker] = []
+        for index in 0..<count {
+            do { workers.append(try RingWorker.start(index: index, queueDepth: queueDepth, engine: engine)) } catch {
+                for worker in workers { worker.stopDetached() }
+                throw error
+            }
+        }
+        self.workers = workers
+    }
+
+    deinit {
+        // Nothing can await a runtime nobody holds: let the threads finish what they have.
+        for worker in workers { worker.stopDetached() }
+    }
+
+    public var ringCount: Int { workers.count }
+
+    /// Whether io_uring serves the rings (else each worker drives the blocking engine).
+    public var usesIOUring: Bool { workers.first?.isRing ?? false }
+
+    /// The executor of ring `ring`: tasks that prefer it run on that ring's thread and submit
+    /// without a handoff.
+    public func executor(ring: Int) -> RingExecutor {
+        workers[min(max(ring, 0), workers.count - 1)].executor
+    }
+
+    /// Registers `pool` as fixed buffers with every ring.
+    public func register(_ pool: BufferPool) async {
+        for worker in workers {
+            await withUnsafeContinuation { (done: UnsafeContinuation<Void, Never>) in
+                if !worker.post(.register(pool, done)) { done.resume() }
+            }
+        }
+    }
+
+    /// Stops the rings. By default waits for every I/O in flight to finish; with
+    /// `cancellingInFlight`, cancels them (their callers get `CancellationError` or their real
+    /// outcome if the kernel finished first). Either way no buffer is released while the
+    /// kernel may use it. I/O started afterwards fails with `.cancelled`.
+    public func shutdown(cancellingInFlight: Bool = false) async {
+        for worker in workers {
+            await withUnsafeContinuation { (done: UnsafeContinuation<Void, Never>) in
+                if !worker.post(.stop(cancelInFlight: cancellingInFlight, done)) { done.resume() }
+            }
+        }
+    }
+
+    /// The worker a request from the calling thread goes to: the worker whose thread this is
+    /// (no handoff), else the file's home ring.
+    func worker(home: Int) -> RingWorker {
+        for worker in workers where worker.isCurrent { return worker }
+        return workers[home % workers.count]
+    }
+
+    /// A home ring for a new file, round robin.
+    func assignHome() -> Int {
+        nextHome.wrappingAdd(1, ordering: .relaxed).oldValue % workers.count
+    }
+}

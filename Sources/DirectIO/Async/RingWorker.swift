@@ -1,0 +1,353 @@
+import CDirectIO
+import Glibc
+import Synchronization
+import SystemPackage
+
+/// One ring and the thread that drives it. Other threads post requests, cancellations and
+/// executor jobs to its inbox; the thread submits them, waits in io_uring_enter for
+/// completions or a wake-up, resumes the waiting tasks and runs the jobs of tasks that
+/// prefer this ring's executor. Those tasks submit straight to the ring, with no handoff.
+///
+/// A READ on an eventfd is always in the ring, so a thread posting to a sleeping worker wakes
+/// it with one write(2): the worker sleeps only in io_uring_enter, where completions and
+/// posts both find it. (Without io_uring the worker runs the blocking engine and sleeps on
+/// the inbox's condition instead.)
+///
+/// Unchecked sendability: the inbox is a `ConditionLock`; everything else mutable belongs to
+/// the worker thread alone (see each property), except `thread`, written once before `start`
+/// returns and only read afterwards.
+final class RingWorker: @unchecked Sendable {
+    enum Message: Sendable {
+        case request(AsyncRequest)
+        case cancel(AsyncRequest)
+        case job(UnownedJob)
+        case register(BufferPool, UnsafeContinuation<Void, Never>)
+        /// Finish (or cancel) what is in flight, then exit; resumes the continuation, if any, once done.
+        case stop(cancelInFlight: Bool, UnsafeContinuation<Void, Never>?)
+    }
+
+    private struct Inbox: Sendable {
+        var messages: [Message] = []
+        /// The worker is (about to be) blocked waiting: a poster must wake it.
+        var sleeping = false
+        /// The thread has exited: nothing posted now would ever be read.
+        var closed = false
+    }
+
+    let index: Int
+    let queueDepth: Int
+    let engineChoice: IOEngine.Choice
+    private let inbox = ConditionLock(Inbox())
+    private let eventFD: Int32
+    private(set) var thread = pthread_t()
+    /// The executor that runs tasks on this worker's thread (`withTaskExecutorPreference`).
+    let executor = RingExecutor()
+    /// Whether the worker sleeps in io_uring_enter with a wake read armed (else on the inbox's
+    /// condition): read by posters, so atomic.
+    private let wakesByEventFD = Atomic<Bool>(false)
+
+    // Worker thread only:
+    private var engine: IOEngine?
+    private var usesWakeRead = false
+    private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    private var pending: [UInt64: AsyncRequest] = [:]
+    private var backlog: [AsyncRequest] = []
+    private var backlogHead = 0
+    private var nextTag: UInt64 = 1
+    private var stopWaiters: [UnsafeContinuation<Void, Never>] = []
+    private var stopping = false
+    static let wakeTag: UInt64 = .max
+
+    private init(index: Int, queueDepth: Int, engineChoice: IOEngine.Choice, eventFD: Int32) {
+        self.index = index
+        self.queueDepth = queueDepth
+        self.engineChoice = engineChoice
+        self.eventFD = eventFD
+        wakeBuffer.initialize(to: 0)
+        executor.attach(self)
+    }
+
+    deinit {
+        _ = try? Sys.close(eventFD)
+        wakeBuffer.deallocate()
+    }
+
+    /// Starts a worker thread and waits until its ring exists.
+    static func start(index: Int, queueDepth: Int, engine: IOEngine.Choice) throws(DirectIOError) -> RingWorker {
+        let fd = dio_eventfd()
+        guard fd >= 0 else { throw .system(Errno(rawValue: dio_errno()), operation: "start I/O runtime", call: "eventfd") }
+        let worker = RingWorker(index: index, queueDepth: queueDepth, engineChoice: engine, eventFD: fd)
+        let ready = ConditionLock<ReadyState>(.starting)
+        let context = Unmanaged.passRetained(StartContext(worker: worker, ready: ready)).toOpaque()
+        var thread = pthread_t()
+        let created = pthread_create(&thread, nil, { raw in
+            guard let raw else { return nil }
+            let context = Unmanaged<StartContext>.fromOpaque(raw).takeRetainedValue()
+            context.worker.run(ready: context.ready)
+            return nil
+        }, context)
+        guard created == 0 else {
+            Unmanaged<StartContext>.fromOpaque(context).release()
+            throw .system(Errno(rawValue: created), operation: "start I/O runtime", call: "pthread_create")
+        }
+        pthread_detach(thread)
+        worker.thread = thread
+        let outcome = ready.wait { state -> ReadyState? in state == .starting ? nil : state }
+        if case .failed(let error) = outcome { throw error }
+        return worker
+    }
+
+    private enum ReadyState: Sendable, Equatable {
+        case starting, running
+        case failed(DirectIOError)
+
+        static func == (a: ReadyState, b: ReadyState) -> Bool {
+            switch (a, b) {
+            case (.starting, .starting), (.running, .running), (.failed, .failed): true
+            default: false
+            }
+        }
+    }
+
+    private final class StartContext {
+        let worker: RingWorker
+        let ready: ConditionLock<ReadyState>
+        init(worker: RingWorker, ready: ConditionLock<ReadyState>) {
+            self.worker = worker
+            self.ready = ready
+        }
+    }
+
+    /// Whether the worker drives io_uring (else the blocking engine).
+    var isRing: Bool { wakesByEventFD.load(ordering: .acquiring) }
+
+    /// Asks the worker to finish its I/O and exit, without waiting (runtime deinit, or a
+    /// failed start of a sibling).
+    func stopDetached() {
+        _ = post(.stop(cancelInFlight: false, nil))
+    }
+
+    /// Whether the calling thread is this worker's.
+    var isCurrent: Bool { pthread_equal(pthread_self(), thread) != 0 }
+
+    // MARK: Posting (any thread)
+
+    /// Hands `message` to the worker; false when the worker has exited.
+    @discardableResult
+    func post(_ message: Message) -> Bool {
+        var wake = false
+        var accepted = true
+        inbox.updateAndBroadcast { box in
+            guard !box.closed else {
+                accepted = false
+                return
+            }
+            box.messages.append(message)
+            if box.sleeping {
+                box.sleeping = false
+                wake = true
+            }
+        }
+        if wake && wakesByEventFD.load(ordering: .acquiring) {
+            var one: UInt64 = 1
+            _ = Glibc.write(eventFD, &one, 8)
+        }
+        return accepted
+    }
+
+    /// Starts `request` from a task: straight into the ring on the worker's own thread,
+    /// through the inbox from any other. A worker that has exited refuses it at once.
+    func submit(_ request: AsyncRequest) {
+        if isCurrent {
+            accept(request)
+        } else if !post(.request(request)) {
+            request.refusedByShutdown = true
+            request.finish(IOOutcome(bytes: 0, errno: .canceled))
+        }
+    }
+
+    // MARK: The worker thread
+
+    private func run(ready: ConditionLock<ReadyState>) {
+        let engine: IOEngine
+        do {
+            // One more slot than requests: the eventfd read that wakes the worker.
+            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 0)
+        } catch {
+            ready.updateAndBroadcast { $0 = .failed(error) }
+            return
+        }
+        self.engine = engine
+        usesWakeRead = engine.kind == .ioUring
+        if usesWakeRead { armWakeRead(engine) }
+        ready.updateAndBroadcast { $0 = .running }
+
+        while true {
+            let messages = inbox.withLock { box -> [Message] in
+                let taken = box.messages
+                box.messages.removeAll(keepingCapacity: true)
+                box.sleeping = false
+                return taken
+            }
+            var jobs: [UnownedJob] = []
+            for message in messages {
+                switch message {
+                case .request(let request): accept(request)
+                case .cancel(let request): cancel(request)
+                case .job(let job): jobs.append(job)
+                case .register(let pool, let done):
+                    engine.register(pool)
+                    done.resume()
+                case .stop(let cancelInFlight, let done):
+                    stopping = true
+                    if let done { stopWaiters.append(done) }
+                    if cancelInFlight {
+                        for request in pending.values { request.markCancelled() }
+                        for (tag, _) in pending { _ = try? engine.cancel(tag: tag) }
+                        for index in backlogHead..<backlog.count { backlog[index].markCancelled() }
+                    }
+                }
+            }
+            submitBacklog()
+            let executor = self.executor.asUnownedTaskExecutor()
+            for job in jobs { job.runSynchronously(on: executor) }
+            // Every message taken has been handled (jobs included): once stopping, leave as soon
+            // as nothing is in the kernel or waiting for it. Later posts are handled in `exit`.
+            if stopping && pending.isEmpty && backlogHead == backlog.count {
+                break
+            }
+            // Sleep only when nothing was posted meanwhile: a post that saw `sleeping` wakes us.
+            let block = inbox.withLock { box -> Bool in
+                guard box.messages.isEmpty else { return false }
+                box.sleeping = true
+                return true
+            }
+            if !usesWakeRead && block && pending.isEmpty && !stopping {
+                // The blocking engine has nothing in flight to wait for: wait for a post.
+                _ = inbox.wait { box -> Bool? in box.messages.isEmpty && box.sleeping ? nil : true }
+                continue
+            }
+            do {
+                try engine.reap(minimum: block ? 1 : 0) { completion in complete(completion) }
+            } catch {
+                // io_uring_enter failed beyond retrying: the ring is unusable. Fail what waits
+                // for it (the engine keeps any memory the kernel may still own).
+                fail(error)
+            }
+        }
+        exit(engine)
+    }
+
+    private func armWakeRead(_ engine: IOEngine) {
+        // Offset -1: "the file position", what non-seekable files like eventfd need.
+        let operation = IOOperation.read(fd: eventFD, into: UnsafeMutableRawPointer(wakeBuffer), count: 8, at: -1, fixedSlot: nil)
+        do {
+            try engine.submit(operation, tag: Self.wakeTag, buffer: nil, blockBytes: 1)
+            wakesByEventFD.store(true, ordering: .releasing)
+        } catch {
+            // Without the wake read a sleeping worker would miss posts: sleep on the inbox.
+            usesWakeRead = false
+            wakesByEventFD.store(false, ordering: .releasing)
+        }
+    }
+
+    /// A request arriving at the worker: refused after shutdown, finished at once if already
+    /// cancelled, else started or queued behind the others (backpressure: callers wait in order).
+    private func accept(_ request: AsyncRequest) {
+        if stopping {
+            request.refusedByShutdown = true
+            request.finish(IOOutcome(bytes: 0, errno: .canceled))
+            return
+        }
+        if request.isCancelled {
+            request.finish(IOOutcome(bytes: 0, errno: .canceled))
+            return
+        }
+        if backlogHead < backlog.count || pending.count >= queueDepth {
+            backlog.append(request)
+            return
+        }
+        start(request)
+    }
+
+    private func start(_ request: AsyncRequest) {
+        guard let engine else { return }
+        let tag = nextTag
+        nextTag &+= 1
+        request.tag = tag
+        pending[tag] = request
+        do { try engine.submit(request.operation(on: engine), tag: tag, buffer: nil, blockBytes: request.blockBytes) } catch {
+            pending[tag] = nil
+            request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError))
+        }
+    }
+
+    private func submitBacklog() {
+        while backlogHead < backlog.count && pending.count < queueDepth {
+            let request = backlog[backlogHead]
+            backlogHead += 1
+            if request.isCancelled {
+                request.finish(IOOutcome(bytes: 0, errno: .canceled))
+            } else {
+                start(request)
+            }
+        }
+        if backlogHead == backlog.count {
+            backlog.removeAll(keepingCapacity: true)
+            backlogHead = 0
+        } else if backlogHead > 4096 {
+            backlog.removeFirst(backlogHead)
+            backlogHead = 0
+        }
+    }
+
+    private func cancel(_ request: AsyncRequest) {
+        // Still in the backlog: its flag is seen when its turn comes. Already finished: nothing.
+        guard request.tag != 0, pending[request.tag] === request, let engine else { return }
+        _ = try? engine.cancel(tag: request.tag)
+    }
+
+    private func complete(_ completion: consuming IOCompletion) {
+        if completion.tag == Self.wakeTag {
+            if let engine, usesWakeRead, !(stopping && pending.isEmpty) { armWakeRead(engine) }
+            return
+        }
+        guard let request = pending.removeValue(forKey: completion.tag) else { return }
+        request.finish(completion.outcome)
+        // A slot is free again: the next waiting request may go.
+        submitBacklog()
+    }
+
+    private func fail(_ error: DirectIOError) {
+        for (_, request) in pending { request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError)) }
+        pending.removeAll()
+    }
+
+    /// Leaves the loop: closes the inbox (later posts are refused), wakes the stop waiters.
+    private func exit(_ engine: IOEngine) {
+        let late = inbox.withLock { box -> [Message] in
+            box.closed = true
+            let taken = box.messages
+            box.messages.removeAll()
+            return taken
+        }
+        // Posts that raced with the exit: refuse requests, run jobs elsewhere.
+        for message in late {
+            switch message {
+            case .request(let request):
+                request.refusedByShutdown = true
+                request.finish(IOOutcome(bytes: 0, errno: .canceled))
+            case .job(let job): executor.runElsewhere(job)
+            case .register(_, let done): done.resume()
+            case .stop(_, let done): done?.resume()
+            case .cancel: break
+            }
+        }
+        // The wake read is the only request left: cancel it and wait for its completion, so the
+        // kernel is done with `wakeBuffer` before this object can go away.
+        engine.shutdown()
+        self.engine = nil
+        for waiter in stopWaiters { waiter.resume() }
+        stopWaiters.removeAll()
+    }
+}
