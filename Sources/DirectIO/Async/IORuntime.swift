@@ -67,7 +67,7 @@ public final class IORuntime: Sendable {
     /// Registers `pool` as fixed buffers with every ring.
     public func register(_ pool: BufferPool) async {
         for worker in workers {
-            await withUnsafeContinuation { (done: UnsafeContinuation<Void, Never>) in
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 if !worker.post(.register(pool, done)) { done.resume() }
             }
         }
@@ -79,7 +79,7 @@ public final class IORuntime: Sendable {
     /// kernel may use it. I/O started afterwards fails with `.cancelled`.
     public func shutdown(cancellingInFlight: Bool = false) async {
         for worker in workers {
-            await withUnsafeContinuation { (done: UnsafeContinuation<Void, Never>) in
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 if !worker.post(.stop(cancelInFlight: cancellingInFlight, done)) { done.resume() }
             }
         }

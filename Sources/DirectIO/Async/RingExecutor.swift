@@ -14,7 +14,7 @@ public final class RingExecutor: TaskExecutor, @unchecked Sendable {
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        if let worker, worker.post(.job(job)) { return }
+        if let worker, worker.enqueue(job) { return }
         runElsewhere(job)
     }
 

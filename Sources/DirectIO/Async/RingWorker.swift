@@ -21,9 +21,9 @@ final class RingWorker: @unchecked Sendable {
         case request(AsyncRequest)
         case cancel(AsyncRequest)
         case job(UnownedJob)
-        case register(BufferPool, UnsafeContinuation<Void, Never>)
+        case register(BufferPool, CheckedContinuation<Void, Never>)
         /// Finish (or cancel) what is in flight, then exit; resumes the continuation, if any, once done.
-        case stop(cancelInFlight: Bool, UnsafeContinuation<Void, Never>?)
+        case stop(cancelInFlight: Bool, CheckedContinuation<Void, Never>?)
     }
 
     private struct Inbox: Sendable {
@@ -54,9 +54,20 @@ final class RingWorker: @unchecked Sendable {
     private var backlog: [AsyncRequest] = []
     private var backlogHead = 0
     private var nextTag: UInt64 = 1
-    private var stopWaiters: [UnsafeContinuation<Void, Never>] = []
+    private var stopWaiters: [CheckedContinuation<Void, Never>] = []
     private var stopping = false
+    /// Jobs enqueued by this worker's own thread (a task resumed here, on this executor): no
+    /// lock needed, and no wake-up, since the worker is awake.
+    private var localJobs: [UnownedJob] = []
+    /// Tasks resumed by the last round of completions, and how many of those resumed on this
+    /// thread (their next request needs no post).
+    private var resumedThisRound = 0
+    private var resumedHere = 0
     static let wakeTag: UInt64 = .max
+    /// How long a worker that just resumed tasks yields for their next posts before sleeping.
+    static let lingerNanoseconds: UInt64 = 30_000
+    /// Posts so far, read without the lock while lingering.
+    private let posts = Atomic<Int>(0)
 
     private init(index: Int, queueDepth: Int, engineChoice: IOEngine.Choice, eventFD: Int32) {
         self.index = index
@@ -118,6 +129,17 @@ final class RingWorker: @unchecked Sendable {
         }
     }
 
+    /// Runs `job` on this worker: queued locally when the caller is the worker's own thread,
+    /// posted otherwise. False when the worker has exited.
+    func enqueue(_ job: UnownedJob) -> Bool {
+        if isCurrent {
+            localJobs.append(job)
+            resumedHere += 1
+            return true
+        }
+        return post(.job(job))
+    }
+
     /// Whether the worker drives io_uring (else the blocking engine).
     var isRing: Bool { wakesByEventFD.load(ordering: .acquiring) }
 
@@ -148,6 +170,7 @@ final class RingWorker: @unchecked Sendable {
                 wake = true
             }
         }
+        if accepted { posts.wrappingAdd(1, ordering: .releasing) }
         if wake && wakesByEventFD.load(ordering: .acquiring) {
             var one: UInt64 = 1
             _ = Glibc.write(eventFD, &one, 8)
@@ -211,11 +234,26 @@ final class RingWorker: @unchecked Sendable {
             submitBacklog()
             let executor = self.executor.asUnownedTaskExecutor()
             for job in jobs { job.runSynchronously(on: executor) }
+            // Tasks resumed on this thread run now, and those they resume in turn, before the
+            // worker looks for completions again.
+            while !localJobs.isEmpty {
+                let ready = localJobs
+                localJobs.removeAll(keepingCapacity: true)
+                for job in ready { job.runSynchronously(on: executor) }
+            }
             // Every message taken has been handled (jobs included): once stopping, leave as soon
             // as nothing is in the kernel or waiting for it. Later posts are handled in `exit`.
             if stopping && pending.isEmpty && backlogHead == backlog.count {
                 break
             }
+            if resumedThisRound > resumedHere && !stopping {
+                // Tasks just resumed on other threads usually post their next request within
+                // microseconds: yield briefly for it rather than sleep and pay a wake-up
+                // (eventfd write, context switch) per I/O.
+                lingerForPosts()
+            }
+            resumedThisRound = 0
+            resumedHere = 0
             // Sleep only when nothing was posted meanwhile: a post that saw `sleeping` wakes us.
             let block = inbox.withLock { box -> Bool in
                 guard box.messages.isEmpty else { return false }
@@ -236,6 +274,14 @@ final class RingWorker: @unchecked Sendable {
             }
         }
         exit(engine)
+    }
+
+    private func lingerForPosts() {
+        let seen = posts.load(ordering: .acquiring)
+        let deadline = Sys.monotonicNanoseconds() + Self.lingerNanoseconds
+        while posts.load(ordering: .acquiring) == seen && Sys.monotonicNanoseconds() < deadline {
+            sched_yield()
+        }
     }
 
     private func armWakeRead(_ engine: IOEngine) {
@@ -314,6 +360,7 @@ final class RingWorker: @unchecked Sendable {
         }
         guard let request = pending.removeValue(forKey: completion.tag) else { return }
         request.finish(completion.outcome)
+        resumedThisRound += 1
         // A slot is free again: the next waiting request may go.
         submitBacklog()
     }

@@ -395,7 +395,10 @@ public final class IOEngine {
         guard let index = table.pointee.takeFreeSlot() else {
             throw DirectIOError(.wouldBlock, operation: "submit", detail: "no free request slot")
         }
-        table.pointee.slots[index].begin(operation: operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: batched)
+        // Through a pointer to the slot: `table.pointee.slots[index].begin(...)` makes Swift 6.3's
+        // ThreadSanitizer instrumentation emit invalid IR ("Invalid bitcast i64 to ptr").
+        let slot = table.pointee.slots + index
+        slot.pointee.begin(operation: operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: batched)
         if batched { table.pointee.batchedInFlight += 1 }
         table.pointee.statistics.submitted += 1
         if operation.opcode == .readFixed || operation.opcode == .writeFixed { table.pointee.statistics.fixedBufferRequests += 1 }

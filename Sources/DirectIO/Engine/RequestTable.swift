@@ -58,7 +58,7 @@ struct RequestTable: ~Copyable {
     }
 
     mutating func release(_ index: Int) {
-        slots[index].reset()
+        (slots + index).pointee.reset()  // not slots[index]: see IOEngine.start on TSan
         free[freeCount] = Int32(index)
         freeCount += 1
     }
