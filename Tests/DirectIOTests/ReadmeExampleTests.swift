@@ -43,4 +43,45 @@ import DirectIO
         #expect(try TestSupport.referenceRead(path, count: 5, at: 4097) == Array("hello".utf8))
         #expect(file.statistics.bytesBounced > 0)
     }
+
+    @Test func theAsyncExampleRunsAsWritten() async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/table.db"
+
+        let runtime = try IORuntime(rings: 2)
+        let pool = try BufferPool(count: 64, bufferBytes: 64 * 1024)
+        await runtime.register(pool)
+        let file = try AsyncFile(path: path, options: OpenOptions(directIO: .required, create: true), runtime: runtime)
+        #expect(file.limits.memoryAlignment > 0 && file.limits.offsetAlignment > 0)
+
+        guard var buffer = pool.take() else { Issue.record("pool empty"); return }
+        buffer.copy(from: Array(repeating: 0xAB, count: buffer.count))
+        _ = try await file.write(buffer, at: 0)
+        try await file.sync(.data)
+        let n = try await file.read(into: &buffer, at: 0)
+        #expect(n == 65536 && buffer.bytes() == [UInt8](repeating: 0xAB, count: 65536))
+        let header = try await file.read(count: 100, at: 12)
+        #expect(header == [UInt8](repeating: 0xAB, count: 100))
+
+        let total = try await withThrowingTaskGroup(of: Int.self) { group in
+            for block in 0..<1000 {
+                group.addTask {
+                    var mine = try AlignedBuffer(byteCount: 65536)
+                    return try await file.read(into: &mine, at: Int64(block % 64) * 65536)
+                }
+            }
+            var total = 0
+            for try await count in group { total += count }
+            return total
+        }
+        // Only block 0 holds data: 1000 / 64 rounded up of the reads find it.
+        #expect(total == 16 * 65536)
+
+        let executorRead = await withTaskExecutorPreference(runtime.executor(ring: 0)) {
+            try? await file.read(into: &buffer, at: 0)
+        }
+        #expect(executorRead == 65536)
+        await runtime.shutdown()
+    }
 }

@@ -45,10 +45,10 @@ struct LoopbackConnection {
 final class Drain: @unchecked Sendable {
     // Unchecked: `bytes` is written by the draining thread only, and read after `join`.
     private var bytes: [UInt8] = []
-    private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
 
     init(_ fd: Int32) {
+        // The thread holds this object until it has read to EOF; nothing holds the thread.
         let thread = Thread { [self] in
             var chunk = [UInt8](repeating: 0, count: 1 << 16)
             while true {
@@ -58,7 +58,6 @@ final class Drain: @unchecked Sendable {
             }
             done.signal()
         }
-        self.thread = thread
         thread.start()
     }
 
