@@ -28,7 +28,7 @@ run() {  # tool round
   sleep 1
   if [ "$tool" = fio ]; then
     fio --name=job --filename="$target" --ioengine=io_uring --fixedbufs --registerfiles --direct=1 --rw=randread --bs=4k \
-        --iodepth=64 --size="$size" --runtime="$runtime" --ramp_time=1 --time_based --output-format=json 2>/dev/null \
+        --iodepth=64 --size="$size" --runtime="$runtime" --ramp_time=1 --time_based --lat_percentiles=1 --output-format=json 2>/dev/null \
       | python3 -c '
 import json, sys
 job = json.load(sys.stdin)["jobs"][0]; side = job["read"]

@@ -56,15 +56,9 @@ extension SystemTests {
         // pipeline's edges (sizes not multiples of 4096) go through splice.
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
-        let device = try LoopDevice.attach(megabytes: 256, sectorSize: 4096, in: directory)
-        defer { device.detach() }
-        let mountPoint = directory + "/ext4-4k"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let mkfs = try TestSupport.run(["mkfs.ext4", "-q", "-F", device.path])
-        try #require(mkfs.status == 0, "mkfs.ext4: \(mkfs.error)")
-        let mounted = try TestSupport.run(["mount", device.path, mountPoint])
-        try #require(mounted.status == 0, "mount: \(mounted.error)")
-        defer { _ = try? TestSupport.run(["umount", mountPoint]) }
+        let filesystem = try MountedFilesystem.make("ext4", megabytes: 256, sectorSize: 4096, in: directory)
+        defer { filesystem.unmount() }
+        let mountPoint = filesystem.mountPoint
         let probe = try DirectFile(path: mountPoint + "/probe", options: OpenOptions(create: true))
         #expect(probe.limits.offsetAlignment == 4096)
         try TransferFixture.checkEveryStrategy(in: mountPoint, reflinks: false, seed: 26)
@@ -87,15 +81,9 @@ extension SystemTests {
     func copyOntoAFullFilesystemNamesTheOffsetAndReplacesNothing() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
-        let device = try LoopDevice.attach(megabytes: 24, sectorSize: 512, in: directory)
-        defer { device.detach() }
-        let mountPoint = directory + "/small"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let mkfs = try TestSupport.run(["mkfs.ext4", "-q", "-F", device.path])
-        try #require(mkfs.status == 0, "mkfs.ext4: \(mkfs.error)")
-        let mounted = try TestSupport.run(["mount", device.path, mountPoint])
-        try #require(mounted.status == 0, "mount: \(mounted.error)")
-        defer { _ = try? TestSupport.run(["umount", mountPoint]) }
+        let filesystem = try MountedFilesystem.make("ext4", megabytes: 24, in: directory)
+        defer { filesystem.unmount() }
+        let mountPoint = filesystem.mountPoint
         // The source on the same filesystem, so copy_file_range and reflink can be tried:
         // 12 MiB of the ~20 MiB usable, and a second copy does not fit.
         let source = mountPoint + "/source"

@@ -235,15 +235,9 @@ struct SystemTests {
         // everything written before it reads back intact.
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
-        let device = try LoopDevice.attach(megabytes: 16, sectorSize: 512, in: directory)
-        defer { device.detach() }
-        let mountPoint = directory + "/small"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let mkfs = try TestSupport.run(["mkfs.ext4", "-q", "-F", device.path])
-        try #require(mkfs.status == 0, "mkfs.ext4: \(mkfs.error)")
-        let mounted = try TestSupport.run(["mount", device.path, mountPoint])
-        try #require(mounted.status == 0, "mount: \(mounted.error)")
-        defer { _ = try? TestSupport.run(["umount", mountPoint]) }
+        let filesystem = try MountedFilesystem.make("ext4", megabytes: 16, in: directory)
+        defer { filesystem.unmount() }
+        let mountPoint = filesystem.mountPoint
         let path = mountPoint + "/fill"
         for config in EngineTests.engines {
             unlink(path)

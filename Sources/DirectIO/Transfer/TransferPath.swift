@@ -68,6 +68,15 @@ struct TransferMeter {
         try checkCancelled(at: offset)
     }
 
+    /// Reports the bytes between `reported` and `done`, if any, and moves `reported` up: the
+    /// failure to stop with if the caller has cancelled, else nil.
+    mutating func catchUp(to done: Int64, reported: inout Int64, reaching offset: Int64) -> PathFailure? {
+        guard done > reported else { return nil }
+        defer { reported = done }
+        do { try moved(done - reported, reaching: offset) } catch { return error }
+        return nil
+    }
+
     func checkCancelled(at offset: Int64) throws(PathFailure) {
         if options.cancellation?.isCancelled == true {
             throw .failed(DirectIOError(.cancelled, operation: "transfer", path: destination, offset: offset, detail: "\(done) bytes had been moved"))
@@ -92,5 +101,16 @@ extension DirectIOError {
         var error = self
         error.path = path
         return error
+    }
+}
+
+extension IOEngine {
+    /// Reaps and drops `outstanding` batched requests: what a path does before it returns,
+    /// whatever happened, so no buffer leaves it while the kernel may still use it. Stops only
+    /// if the ring is broken, when the engine keeps the buffers for good instead.
+    func drain(_ outstanding: inout Int) {
+        while outstanding > 0 {
+            do { try reap(minimum: 1) { _ in outstanding -= 1 } } catch { return }
+        }
     }
 }

@@ -153,7 +153,8 @@ struct MountedFilesystem {
         let mountPoint = directory + "/mnt-\(type)-\(UInt32.random(in: 0...UInt32.max))"
         do {
             try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-            let mkfs = try TestSupport.run(["mkfs.\(type)", "-f", "-q", device.path])
+            // mkfs.ext4 spells "force" -F; mkfs.xfs and mkfs.btrfs spell it -f.
+            let mkfs = try TestSupport.run(["mkfs.\(type)", type.hasPrefix("ext") ? "-F" : "-f", "-q", device.path])
             try #require(mkfs.status == 0, "mkfs.\(type) failed: \(mkfs.error)")
             let mount = try TestSupport.run(["mount", "-t", type, device.path, mountPoint])
             try #require(mount.status == 0, "mount failed: \(mount.error)")

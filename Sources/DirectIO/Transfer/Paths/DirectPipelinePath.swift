@@ -142,18 +142,10 @@ final class DirectPipelinePath: TransferPath {
             } catch {
                 failure = failure ?? .failed(error)
             }
-            if failure == nil && written > reported {
-                do { try meter.moved(written - reported, reaching: range.destinationOffset + written) } catch { failure = error }
-                reported = written
-            }
+            if failure == nil { failure = meter.catchUp(to: written, reported: &reported, reaching: range.destinationOffset + written) }
         }
         // Whatever happened, no buffer leaves this function while the kernel may use it.
-        while outstanding > 0 {
-            do { try engine.reap(minimum: 1) { _ in outstanding -= 1 } } catch {
-                // Only a broken ring fails here; the engine's deinit then keeps the buffers.
-                break
-            }
-        }
+        engine.drain(&outstanding)
         if let failure { throw failure }
         return written
     }

@@ -123,14 +123,10 @@ final class ZeroCopySendPath: TransferPath {
             } catch {
                 failure = failure ?? .failed(error)
             }
-            if failure == nil && moved > reported {
-                do { try meter.moved(moved - reported, reaching: range.destinationOffset + moved) } catch { failure = error }
-                reported = moved
-            }
+            if failure == nil { failure = meter.catchUp(to: moved, reported: &reported, reaching: range.destinationOffset + moved) }
         }
-        while outstanding > 0 {
-            do { try engine.reap(minimum: 1) { _ in outstanding -= 1 } } catch { break }
-        }
+        // Whatever happened, no buffer leaves this function while the kernel may use it.
+        engine.drain(&outstanding)
         if let failure { throw failure }
         return moved
     }
