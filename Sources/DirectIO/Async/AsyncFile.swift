@@ -183,7 +183,7 @@ public final class AsyncFile: Sendable {
             request.markCancelled()
             worker.post(.cancel(request))
         }
-        if request.refusedByShutdown {
+        if request.refusedByShutdown || (outcome.errno == .canceled && request.cancelledByShutdown) {
             throw DirectIOError(.cancelled, operation: name, path: path, offset: offset, detail: "the I/O runtime has shut down")
         }
         if outcome.errno == .canceled && request.isCancelled { throw CancellationError() }

@@ -4,7 +4,7 @@ import SystemPackage
 /// One async I/O on its way through a ring worker: what to do, who waits for it, and whether
 /// its task was cancelled.
 ///
-/// Unchecked sendability: `continuation`, `tag` and `refusedByShutdown` are written by the
+/// Unchecked sendability: `continuation`, `tag` and the shutdown flags are written by the
 /// task before the request is posted (the post goes through the worker's mutex, which orders
 /// it) or by the worker thread alone afterwards, and read by the task only after the
 /// continuation has resumed (which orders them again). `cancelled` is atomic, since the
@@ -28,6 +28,8 @@ final class AsyncRequest: @unchecked Sendable {
     var tag: UInt64 = 0
     /// The runtime had shut down: the request never reached the kernel.
     var refusedByShutdown = false
+    /// A shutdown that cancels in-flight I/O asked the kernel to cancel this request.
+    var cancelledByShutdown = false
 
     init(opcode: Opcode, fd: Int32, address: UInt = 0, length: Int = 0, offset: Int64 = 0, dataOnly: Bool = false, poolSlot: PoolSlot? = nil, blockBytes: Int = 1) {
         self.opcode = opcode

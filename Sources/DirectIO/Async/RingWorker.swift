@@ -225,9 +225,18 @@ final class RingWorker: @unchecked Sendable {
                     stopping = true
                     if let done { stopWaiters.append(done) }
                     if cancelInFlight {
-                        for request in pending.values { request.markCancelled() }
-                        for (tag, _) in pending { _ = try? engine.cancel(tag: tag) }
-                        for index in backlogHead..<backlog.count { backlog[index].markCancelled() }
+                        // Waiting requests never reached the kernel: refuse them now. Those in
+                        // the kernel are cancelled there and finish when their completions come.
+                        for index in backlogHead..<backlog.count {
+                            backlog[index].refusedByShutdown = true
+                            backlog[index].finish(IOOutcome(bytes: 0, errno: .canceled))
+                        }
+                        backlog.removeAll()
+                        backlogHead = 0
+                        for (tag, request) in pending {
+                            request.cancelledByShutdown = true
+                            _ = try? engine.cancel(tag: tag)
+                        }
                     }
                 }
             }
@@ -268,9 +277,11 @@ final class RingWorker: @unchecked Sendable {
             do {
                 try engine.reap(minimum: block ? 1 : 0) { completion in complete(completion) }
             } catch {
-                // io_uring_enter failed beyond retrying: the ring is unusable. Fail what waits
-                // for it (the engine keeps any memory the kernel may still own).
-                fail(error)
+                // io_uring_enter failed beyond its own retries. The kernel may still own the
+                // memory of every request in flight, so none of them may finish before its
+                // completion arrives: keep trying (a ring that never recovers leaves its
+                // callers waiting, which is safe; resuming them would not be).
+                sched_yield()
             }
         }
         exit(engine)
@@ -363,11 +374,6 @@ final class RingWorker: @unchecked Sendable {
         resumedThisRound += 1
         // A slot is free again: the next waiting request may go.
         submitBacklog()
-    }
-
-    private func fail(_ error: DirectIOError) {
-        for (_, request) in pending { request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError)) }
-        pending.removeAll()
     }
 
     /// Leaves the loop: closes the inbox (later posts are refused), wakes the stop waiters.
