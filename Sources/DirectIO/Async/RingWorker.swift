@@ -64,6 +64,7 @@ final class RingWorker: @unchecked Sendable {
     private var resumedThisRound = 0
     private var resumedHere = 0
     static let wakeTag: UInt64 = .max
+    static let completionsPerRound = 4
     /// How long a worker that just resumed tasks yields for their next posts before sleeping.
     static let lingerNanoseconds: UInt64 = 30_000
     /// Posts so far, read without the lock while lingering.
@@ -275,7 +276,10 @@ final class RingWorker: @unchecked Sendable {
                 continue
             }
             do {
-                try engine.reap(minimum: block ? 1 : 0) { completion in complete(completion) }
+                // A few completions per round, like the batched API's submit-as-you-reap: the
+                // tasks they resume run (and submit their next request) before more are reaped,
+                // so the device's queue refills one request at a time instead of a batch later.
+                try engine.reap(minimum: block ? 1 : 0, maximum: Self.completionsPerRound) { completion in complete(completion) }
             } catch {
                 // io_uring_enter failed beyond its own retries. The kernel may still own the
                 // memory of every request in flight, so none of them may finish before its
