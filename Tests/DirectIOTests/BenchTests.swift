@@ -145,4 +145,21 @@ import Testing
         #expect(BenchResult.format(3.14159, digits: 2) == "3.14")
         #expect(BenchResult.format(0.05, digits: 1) == "0.1")
     }
+
+    @Test(arguments: ["async", "async-executor"])
+    func theAsyncAPIsRunTheSameJob(api: String) throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/bench.dat"
+        let result = try TestSupport.run([TestSupport.dioExecutable, "bench", path, "--rw", "randrw", "--bs", "4k", "--iodepth", "16",
+                                          "--size", "16m", "--runtime", "0.3", "--ramp", "0.1", "--api", api, "--json"])
+        #expect(result.status == 0, "\(result.error)")
+        let json = try TestSupport.json(result.output)
+        #expect(json["api"] as? String == api)
+        let ios = try #require(json["ios"] as? Int)
+        #expect(ios > 0)
+        #expect(json["bytesDirect"] as? Int == ios * 4096)
+        let latency = try #require(json["latencyNs"] as? [String: Any])
+        #expect((latency["p50"] as? Int ?? 0) > 0)
+    }
 }
