@@ -59,16 +59,8 @@ final class RingWorker: @unchecked Sendable {
     /// Jobs enqueued by this worker's own thread (a task resumed here, on this executor): no
     /// lock needed, and no wake-up, since the worker is awake.
     private var localJobs: [UnownedJob] = []
-    /// Tasks resumed by the last round of completions, and how many of those resumed on this
-    /// thread (their next request needs no post).
-    private var resumedThisRound = 0
-    private var resumedHere = 0
     static let wakeTag: UInt64 = .max
     static let completionsPerRound = 4
-    /// How long a worker that just resumed tasks yields for their next posts before sleeping.
-    static let lingerNanoseconds: UInt64 = 30_000
-    /// Posts so far, read without the lock while lingering.
-    private let posts = Atomic<Int>(0)
 
     private init(index: Int, queueDepth: Int, engineChoice: IOEngine.Choice, eventFD: Int32) {
         self.index = index
@@ -135,7 +127,6 @@ final class RingWorker: @unchecked Sendable {
     func enqueue(_ job: UnownedJob) -> Bool {
         if isCurrent {
             localJobs.append(job)
-            resumedHere += 1
             return true
         }
         return post(.job(job))
@@ -171,7 +162,6 @@ final class RingWorker: @unchecked Sendable {
                 wake = true
             }
         }
-        if accepted { posts.wrappingAdd(1, ordering: .releasing) }
         if wake && wakesByEventFD.load(ordering: .acquiring) {
             var one: UInt64 = 1
             _ = Glibc.write(eventFD, &one, 8)
@@ -256,14 +246,6 @@ final class RingWorker: @unchecked Sendable {
             if stopping && pending.isEmpty && backlogHead == backlog.count {
                 break
             }
-            if resumedThisRound > resumedHere && !stopping {
-                // Tasks just resumed on other threads usually post their next request within
-                // microseconds: yield briefly for it rather than sleep and pay a wake-up
-                // (eventfd write, context switch) per I/O.
-                lingerForPosts()
-            }
-            resumedThisRound = 0
-            resumedHere = 0
             // Sleep only when nothing was posted meanwhile: a post that saw `sleeping` wakes us.
             let block = inbox.withLock { box -> Bool in
                 guard box.messages.isEmpty else { return false }
@@ -289,14 +271,6 @@ final class RingWorker: @unchecked Sendable {
             }
         }
         exit(engine)
-    }
-
-    private func lingerForPosts() {
-        let seen = posts.load(ordering: .acquiring)
-        let deadline = Sys.monotonicNanoseconds() + Self.lingerNanoseconds
-        while posts.load(ordering: .acquiring) == seen && Sys.monotonicNanoseconds() < deadline {
-            sched_yield()
-        }
     }
 
     private func armWakeRead(_ engine: IOEngine) {
@@ -375,7 +349,6 @@ final class RingWorker: @unchecked Sendable {
         }
         guard let request = pending.removeValue(forKey: completion.tag) else { return }
         request.finish(completion.outcome)
-        resumedThisRound += 1
         // A slot is free again: the next waiting request may go.
         submitBacklog()
     }
