@@ -1,5 +1,6 @@
 import DirectIO
 import Glibc
+import Synchronization
 import SystemPackage
 
 /// A device in memory: every file an engine built on it reads and writes lives here, keyed by
@@ -9,13 +10,10 @@ import SystemPackage
 /// Files are still opened on disk (DirectFile opens a real path and reads its limits there),
 /// but their data never goes to disk: a file starts empty here, whatever the disk holds, and
 /// `DirectFile.size()` still reports the file on disk.
-///
-/// Unchecked sendability: every access to `files` holds `lock`.
-public final class MemoryDevice: @unchecked Sendable {
-    private let lock = NSLockLike()
-    private var files: [FileIdentity: [UInt8]] = [:]
+public final class MemoryDevice: Sendable {
+    private let files = Mutex<[FileIdentity: [UInt8]]>([:])
 
-    struct FileIdentity: Hashable { let device: UInt64, inode: UInt64 }
+    struct FileIdentity: Hashable, Sendable { let device: UInt64, inode: UInt64 }
 
     public init() {}
 
@@ -25,7 +23,7 @@ public final class MemoryDevice: @unchecked Sendable {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         let identity = FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
-        return lock.withLock { files[identity] }
+        return files.withLock { $0[identity] }
     }
 
     /// Sets the file's contents, e.g. to start a test from a known state.
@@ -33,7 +31,7 @@ public final class MemoryDevice: @unchecked Sendable {
         var info = stat()
         guard stat(path, &info) == 0 else { return false }
         let identity = FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
-        lock.withLock { files[identity] = bytes }
+        files.withLock { $0[identity] = bytes }
         return true
     }
 
@@ -45,7 +43,7 @@ public final class MemoryDevice: @unchecked Sendable {
 
     /// Reads up to `count` bytes at `offset` into `destination`: fewer at the end, 0 past it.
     func read(_ identity: FileIdentity, into destination: UnsafeMutableRawPointer, count: Int, at offset: Int64) -> Int {
-        lock.withLock {
+        files.withLock { files in
             let bytes = files[identity] ?? []
             guard offset < Int64(bytes.count) else { return 0 }
             let moved = min(count, bytes.count - Int(offset))
@@ -58,7 +56,7 @@ public final class MemoryDevice: @unchecked Sendable {
 
     /// Writes `count` bytes at `offset`, growing the file (with zeros in any gap).
     func write(_ identity: FileIdentity, from source: UnsafeRawPointer, count: Int, at offset: Int64) -> Int {
-        lock.withLock {
+        files.withLock { files in
             var bytes = files[identity] ?? []
             let end = Int(offset) + count
             if bytes.count < end { bytes.append(contentsOf: repeatElement(0, count: end - bytes.count)) }
@@ -72,33 +70,11 @@ public final class MemoryDevice: @unchecked Sendable {
 
     /// Grows the file to `end` bytes if it is shorter (fallocate without KEEP_SIZE).
     func extend(_ identity: FileIdentity, to end: Int64) {
-        lock.withLock {
+        files.withLock { files in
             var bytes = files[identity] ?? []
             if bytes.count < Int(end) { bytes.append(contentsOf: repeatElement(0, count: Int(end) - bytes.count)) }
             files[identity] = bytes
         }
-    }
-}
-
-/// A pthread mutex with a closure API (Foundation's NSLock without Foundation).
-final class NSLockLike: @unchecked Sendable {
-    // Unchecked: the mutex is the synchronisation; it is only used through withLock.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    func withLock<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
     }
 }
 

@@ -87,8 +87,9 @@ final class SplicePath: TransferPath {
                 try Sys.splice(from: pipe, at: nil, to: destination.descriptor, at: destinationOffset, count: count, flags: Self.moveFlags)
             }
         } catch {
-            if source.kind.isSeekable || moved == 0 && count == 0 { throw failure(error, moved: moved, range: range, reading: false) }
-            // The bytes in the pipe came from a stream and exist nowhere else: no fallback.
+            // From a file, the bytes still in the pipe can be read again by the next path (the
+            // pipe goes with this one). From a stream they exist nowhere else: no fallback.
+            if source.kind.isSeekable { throw failure(error, moved: moved, range: range, reading: false) }
             throw .failed(.system(error, operation: "transfer (splice)", call: "splice", path: destination.label, offset: range.destinationOffset + moved))
         }
     }
