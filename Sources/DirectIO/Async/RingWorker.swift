@@ -50,6 +50,8 @@ final class RingWorker: @unchecked Sendable {
     private var engine: IOEngine?
     private var usesWakeRead = false
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// Set when the engine could not reap everything at exit (a broken ring).
+    private var wakeReadOutstanding = false
     private var pending: [UInt64: AsyncRequest] = [:]
     private var backlog: [AsyncRequest] = []
     private var backlogHead = 0
@@ -73,7 +75,9 @@ final class RingWorker: @unchecked Sendable {
 
     deinit {
         _ = try? Sys.close(eventFD)
-        wakeBuffer.deallocate()
+        // If the ring broke with the wake read still in it, the kernel may yet write these
+        // 8 bytes: keep them rather than free memory under it.
+        if !wakeReadOutstanding { wakeBuffer.deallocate() }
     }
 
     /// Starts a worker thread and waits until its ring exists.
@@ -376,6 +380,7 @@ final class RingWorker: @unchecked Sendable {
         // The wake read is the only request left: cancel it and wait for its completion, so the
         // kernel is done with `wakeBuffer` before this object can go away.
         engine.shutdown()
+        wakeReadOutstanding = engine.inFlight > 0
         self.engine = nil
         for waiter in stopWaiters { waiter.resume() }
         stopWaiters.removeAll()
