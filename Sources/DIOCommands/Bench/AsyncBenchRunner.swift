@@ -48,7 +48,11 @@ enum AsyncBenchRunner {
             registeredBuffers: workload.buffers == .registered && pool.registration != .unregistered, notes: notes)
     }
 
-    /// Hands the result from the task to the waiting thread (the semaphore orders the accesses).
+    /// Hands the result from the task to the waiting thread.
+    ///
+    /// Unchecked sendability: `value` is written once, by the task, before it signals the
+    /// semaphore, and read by the waiting thread only after `wait()` returns; the semaphore's
+    /// signal/wait pair orders the write before the read.
     private final class ResultBox: @unchecked Sendable {
         var value: (TaskTotals, Double, (user: Double, system: Double))?
     }

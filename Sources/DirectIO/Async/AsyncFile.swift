@@ -93,11 +93,15 @@ public final class AsyncFile: Sendable {
         let block = Int64(rules.alignment.readAlignment)
         let first = offset / block * block
         let last = (offset + Int64(count) + block - 1) / block * block
-        var scratch = try AlignedBuffer(byteCount: Int(last - first), lock: false)
-        let got = try await read(into: &scratch, count: Int(last - first), at: first)
+        // Heap memory aligned to the page (no mmap per call); it outlives the request, since
+        // `transfer` returns only after the kernel's final completion.
+        let span = Int(last - first)
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: span, alignment: max(Sys.pageSize, rules.alignment.memoryAlignment))
+        defer { scratch.deallocate() }
+        let got = try await transfer(.read, address: UInt(bitPattern: scratch.baseAddress), length: span, at: first, poolSlot: nil)
         let skip = Int(offset - first)
         let available = max(0, min(count, got - skip))
-        return scratch.withUnsafeBytes { Array($0[skip..<skip + available]) }
+        return Array(scratch[skip..<skip + available])
     }
 
     // MARK: Vectored

@@ -2,11 +2,12 @@ import Glibc
 
 /// State guarded by a mutex, with a condition to wait on until the state changes: what
 /// `Synchronization.Mutex` lacks, for pools whose callers may wait for a returned buffer.
+///
+/// Unchecked sendability is sound: `state` is read and written only inside `withLock`,
+/// `updateAndBroadcast` and `wait`, that is, between pthread_mutex_lock and
+/// pthread_mutex_unlock on `mutex`; the pthread objects are made for use from any thread and
+/// live at fixed addresses for the object's whole life.
 final class ConditionLock<State: Sendable>: @unchecked Sendable {
-    // Unchecked sendability is sound here: `state` is read and written only inside
-    // `withLock`/`wait`, that is, between pthread_mutex_lock and pthread_mutex_unlock on
-    // `mutex`; the pthread objects themselves are designed for use from any thread and live
-    // at fixed addresses for the object's whole life.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private var state: State
