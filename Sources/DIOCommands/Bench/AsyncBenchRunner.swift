@@ -89,7 +89,7 @@ enum AsyncBenchRunner {
     }
 
     /// One caller: its own buffer, one I/O at a time until the window ends.
-    private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64) async -> TaskTotals {
+    nonisolated(nonsending) private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64) async -> TaskTotals {
         var totals = TaskTotals()
         totals.histogram.autoResize = true
         guard var buffer = pool.take() else {

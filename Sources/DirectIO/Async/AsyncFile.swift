@@ -56,14 +56,14 @@ public final class AsyncFile: Sendable {
 
     /// Reads up to `count` bytes (default: the whole buffer) at `offset`; returns the bytes
     /// read, fewer only at end of file. Registered pool buffers use READ_FIXED.
-    public func read<Buffer: IOBuffer & ~Copyable>(into buffer: inout Buffer, count: Int? = nil, at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) public func read<Buffer: IOBuffer & ~Copyable>(into buffer: inout Buffer, count: Int? = nil, at offset: Int64) async throws -> Int {
         let length = count ?? buffer.count
         try rules.checkFits(length, in: buffer.count, operation: "read", offset: offset)
         return try await transfer(.read, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot)
     }
 
     /// Writes `count` bytes (default: the whole buffer) at `offset`; returns the bytes written.
-    public func write<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) public func write<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64) async throws -> Int {
         let length = count ?? buffer.count
         try rules.checkFits(length, in: buffer.count, operation: "write", offset: offset)
         return try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot)
@@ -73,19 +73,19 @@ public final class AsyncFile: Sendable {
 
     /// Reads into caller memory, which must stay valid until this returns (it returns only
     /// after the kernel is done with it, cancelled or not).
-    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) async throws -> Int {
         try await transfer(.read, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil)
     }
 
     /// Writes caller memory; see `read(into:at:)`.
-    public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) async throws -> Int {
         try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil)
     }
 
     /// Reads `count` bytes at `offset`, any offset and length: the covering aligned range is
     /// read into a temporary aligned buffer and the bytes asked for are copied out. Returns
     /// fewer bytes only at end of file.
-    public func read(count: Int, at offset: Int64) async throws -> [UInt8] {
+    nonisolated(nonsending) public func read(count: Int, at offset: Int64) async throws -> [UInt8] {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: count) {
             throw DirectIOError(.invalidArgument, operation: "read", path: path, offset: offset, length: count, detail: problem)
         }
@@ -107,19 +107,19 @@ public final class AsyncFile: Sendable {
     // MARK: Vectored
 
     /// Reads into several buffers from consecutive file bytes (READV).
-    public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: Int64) async throws -> Int {
         try await vectored(.readv, buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, at: offset)
     }
 
     /// Writes several buffers to consecutive file bytes (WRITEV).
-    public func write(_ buffers: [UnsafeRawBufferPointer], at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) public func write(_ buffers: [UnsafeRawBufferPointer], at offset: Int64) async throws -> Int {
         try await vectored(.writev, buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }, at: offset)
     }
 
     // MARK: Durability
 
     /// Makes written data durable: `.data` is fdatasync, `.full` is fsync.
-    public func sync(_ kind: SyncKind = .full) async throws {
+    nonisolated(nonsending) public func sync(_ kind: SyncKind = .full) async throws {
         let request = AsyncRequest(opcode: .fsync, fd: descriptor, dataOnly: kind == .data)
         let outcome = try await perform(request, name: kind == .data ? "data sync" : "sync", offset: 0)
         if let errno = outcome.errno {
@@ -129,7 +129,7 @@ public final class AsyncFile: Sendable {
 
     // MARK: Requests
 
-    private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?) async throws -> Int {
+    nonisolated(nonsending) private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?) async throws -> Int {
         let isRead = opcode == .read
         let name = isRead ? "read" : "write"
         try rules.checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead)
@@ -144,7 +144,7 @@ public final class AsyncFile: Sendable {
         return outcome.bytes
     }
 
-    private func vectored(_ opcode: Opcode, _ vectors: [iovec], at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) private func vectored(_ opcode: Opcode, _ vectors: [iovec], at offset: Int64) async throws -> Int {
         let isRead = opcode == .readv
         let name = isRead ? "vectored read" : "vectored write"
         let total = vectors.reduce(0) { $0 + $1.iov_len }
@@ -176,7 +176,7 @@ public final class AsyncFile: Sendable {
 
     /// Submits `request` and waits for its final completion, also when the task is cancelled
     /// meanwhile (cancellation is forwarded to the kernel, then awaited).
-    private func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
+    nonisolated(nonsending) private func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
         let worker = runtime.worker(home: home)
         let outcome = await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<IOOutcome, Never>) in

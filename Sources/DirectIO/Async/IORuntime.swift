@@ -13,6 +13,8 @@ import Synchronization
 /// Tasks that want the thread-per-core model run on a ring's own executor and submit without
 /// any cross-thread handoff: `await withTaskExecutorPreference(runtime.executor(ring: 0)) { ... }`.
 public final class IORuntime: Sendable {
+    /// Each ring's executor, which owns the ring's worker.
+    let executors: [RingExecutor]
     let workers: [RingWorker]
     private let nextHome = Atomic<Int>(0)
 
@@ -38,14 +40,15 @@ public final class IORuntime: Sendable {
         guard count >= 1 && count <= 1024, queueDepth >= 1 && queueDepth <= 16_383 else {
             throw DirectIOError(.invalidArgument, operation: "create I/O runtime", detail: "rings must be 1...1024 and queue depth 1...16383 (got \(count), \(queueDepth))")
         }
-        var workers: [RingWorker] = []
+        var executors: [RingExecutor] = []
         for index in 0..<count {
-            do { workers.append(try RingWorker.start(index: index, queueDepth: queueDepth, engine: engine)) } catch {
-                for worker in workers { worker.stopDetached() }
+            do { executors.append(try RingWorker.start(index: index, queueDepth: queueDepth, engine: engine)) } catch {
+                for executor in executors { executor.worker.stopDetached() }
                 throw error
             }
         }
-        self.workers = workers
+        self.executors = executors
+        self.workers = executors.map(\.worker)
     }
 
     deinit {
@@ -61,7 +64,7 @@ public final class IORuntime: Sendable {
     /// The executor of ring `ring`: tasks that prefer it run on that ring's thread and submit
     /// without a handoff.
     public func executor(ring: Int) -> RingExecutor {
-        workers[min(max(ring, 0), workers.count - 1)].executor
+        executors[min(max(ring, 0), executors.count - 1)]
     }
 
     /// Registers `pool` as fixed buffers with every ring.

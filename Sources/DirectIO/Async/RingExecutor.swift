@@ -3,19 +3,16 @@
 /// n and is resumed on the same thread, with no cross-thread handoff and no wake-up: the
 /// thread-per-core model of glommio and Seastar, inside Swift concurrency.
 ///
-/// Unchecked sendability: `worker` is written once, by the worker's initializer, before the
-/// executor is reachable from any other thread; the worker object is itself thread-safe.
-public final class RingExecutor: TaskExecutor, @unchecked Sendable {
-    private weak var worker: RingWorker?
+/// The executor owns its worker (see `RingWorker` on ownership): an executor that outlives
+/// its runtime still has a worker to ask, which refuses jobs once its thread has exited.
+public final class RingExecutor: TaskExecutor {
+    let worker: RingWorker
 
-    init() {}
-
-    func attach(_ worker: RingWorker) { self.worker = worker }
+    init(_ worker: RingWorker) { self.worker = worker }
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        if let worker, worker.enqueue(job) { return }
-        runElsewhere(job)
+        if !worker.enqueue(job) { runElsewhere(job) }
     }
 
     /// After the worker has exited, its tasks still need somewhere to run: the global pool.

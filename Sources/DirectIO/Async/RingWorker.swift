@@ -13,6 +13,11 @@ import SystemPackage
 /// posts both find it. (Without io_uring the worker runs the blocking engine and sleeps on
 /// the inbox's condition instead.)
 ///
+/// Ownership: the runtime holds each ring's `RingExecutor`, which holds its worker; the
+/// worker holds nothing back (no cycle, and no weak reference: a weak reference gives the
+/// worker a side table that makes every retain and release of it take the slow path). The
+/// thread keeps its executor and worker alive until it exits.
+///
 /// Unchecked sendability: the inbox is a `ConditionLock`; everything else mutable belongs to
 /// the worker thread alone (see each property), except `thread`, written once before `start`
 /// returns and only read afterwards.
@@ -40,8 +45,6 @@ final class RingWorker: @unchecked Sendable {
     private let inbox = ConditionLock(Inbox())
     private let eventFD: Int32
     private(set) var thread = pthread_t()
-    /// The executor that runs tasks on this worker's thread (`withTaskExecutorPreference`).
-    let executor = RingExecutor()
     /// Whether the worker sleeps in io_uring_enter with a wake read armed (else on the inbox's
     /// condition): read by posters, so atomic.
     private let wakesByEventFD = Atomic<Bool>(false)
@@ -52,15 +55,22 @@ final class RingWorker: @unchecked Sendable {
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     /// Set when the engine could not reap everything at exit (a broken ring).
     private var wakeReadOutstanding = false
-    private var pending: [UInt64: AsyncRequest] = [:]
+    /// Requests in the kernel, by tag: a request's tag is its index here plus one (0 means
+    /// "not started"). Indexes free for new requests are in `freeIndexes`.
+    private var pending: [AsyncRequest?]
+    private var freeIndexes: [Int]
+    private var pendingCount = 0
     private var backlog: [AsyncRequest] = []
     private var backlogHead = 0
-    private var nextTag: UInt64 = 1
     private var stopWaiters: [CheckedContinuation<Void, Never>] = []
     private var stopping = false
     /// Jobs enqueued by this worker's own thread (a task resumed here, on this executor): no
     /// lock needed, and no wake-up, since the worker is awake.
     private var localJobs: [UnownedJob] = []
+    /// Reused message and job arrays: swapping them in and out keeps their storage, where
+    /// copying an array out and emptying it would allocate new storage every round.
+    private var takenMessages: [Message] = []
+    private var runningJobs: [UnownedJob] = []
     static let wakeTag: UInt64 = .max
     static let completionsPerRound = 4
 
@@ -69,8 +79,9 @@ final class RingWorker: @unchecked Sendable {
         self.queueDepth = queueDepth
         self.engineChoice = engineChoice
         self.eventFD = eventFD
+        pending = Array(repeating: nil, count: queueDepth)
+        freeIndexes = Array((0..<queueDepth).reversed())
         wakeBuffer.initialize(to: 0)
-        executor.attach(self)
     }
 
     deinit {
@@ -80,18 +91,20 @@ final class RingWorker: @unchecked Sendable {
         if !wakeReadOutstanding { wakeBuffer.deallocate() }
     }
 
-    /// Starts a worker thread and waits until its ring exists.
-    static func start(index: Int, queueDepth: Int, engine: IOEngine.Choice) throws(DirectIOError) -> RingWorker {
+    /// Starts a worker thread and waits until its ring exists; returns the executor that runs
+    /// tasks on that thread, which owns the worker.
+    static func start(index: Int, queueDepth: Int, engine: IOEngine.Choice) throws(DirectIOError) -> RingExecutor {
         let fd = dio_eventfd()
         guard fd >= 0 else { throw .system(Errno(rawValue: dio_errno()), operation: "start I/O runtime", call: "eventfd") }
         let worker = RingWorker(index: index, queueDepth: queueDepth, engineChoice: engine, eventFD: fd)
+        let executor = RingExecutor(worker)
         let ready = ConditionLock<ReadyState>(.starting)
-        let context = Unmanaged.passRetained(StartContext(worker: worker, ready: ready)).toOpaque()
+        let context = Unmanaged.passRetained(StartContext(executor: executor, ready: ready)).toOpaque()
         var thread = pthread_t()
         let created = pthread_create(&thread, nil, { raw in
             guard let raw else { return nil }
             let context = Unmanaged<StartContext>.fromOpaque(raw).takeRetainedValue()
-            context.worker.run(ready: context.ready)
+            context.executor.worker.run(ready: context.ready, executor: context.executor)
             return nil
         }, context)
         guard created == 0 else {
@@ -102,7 +115,7 @@ final class RingWorker: @unchecked Sendable {
         worker.thread = thread
         let outcome = ready.wait { state -> ReadyState? in state == .starting ? nil : state }
         if case .failed(let error) = outcome { throw error }
-        return worker
+        return executor
     }
 
     private enum ReadyState: Sendable, Equatable {
@@ -118,10 +131,10 @@ final class RingWorker: @unchecked Sendable {
     }
 
     private final class StartContext {
-        let worker: RingWorker
+        let executor: RingExecutor
         let ready: ConditionLock<ReadyState>
-        init(worker: RingWorker, ready: ConditionLock<ReadyState>) {
-            self.worker = worker
+        init(executor: RingExecutor, ready: ConditionLock<ReadyState>) {
+            self.executor = executor
             self.ready = ready
         }
     }
@@ -186,7 +199,7 @@ final class RingWorker: @unchecked Sendable {
 
     // MARK: The worker thread
 
-    private func run(ready: ConditionLock<ReadyState>) {
+    private func run(ready: ConditionLock<ReadyState>, executor: RingExecutor) {
         let engine: IOEngine
         do {
             // One more slot than requests: the eventfd read that wakes the worker.
@@ -200,19 +213,17 @@ final class RingWorker: @unchecked Sendable {
         if usesWakeRead { armWakeRead(engine) }
         ready.updateAndBroadcast { $0 = .running }
 
+        let taskExecutor = executor.asUnownedTaskExecutor()
         while true {
-            let messages = inbox.withLock { box -> [Message] in
-                let taken = box.messages
-                box.messages.removeAll(keepingCapacity: true)
+            inbox.withLock { box in
+                swap(&box.messages, &takenMessages)
                 box.sleeping = false
-                return taken
             }
-            var jobs: [UnownedJob] = []
-            for message in messages {
+            for message in takenMessages {
                 switch message {
                 case .request(let request): accept(request)
                 case .cancel(let request): cancel(request)
-                case .job(let job): jobs.append(job)
+                case .job(let job): localJobs.append(job)
                 case .register(let pool, let done):
                     engine.register(pool)
                     done.resume()
@@ -228,26 +239,25 @@ final class RingWorker: @unchecked Sendable {
                         }
                         backlog.removeAll()
                         backlogHead = 0
-                        for (tag, request) in pending {
+                        for case let request? in pending {
                             request.cancelledByShutdown = true
-                            _ = try? engine.cancel(tag: tag)
+                            _ = try? engine.cancel(tag: request.tag)
                         }
                     }
                 }
             }
+            takenMessages.removeAll(keepingCapacity: true)
             submitBacklog()
-            let executor = self.executor.asUnownedTaskExecutor()
-            for job in jobs { job.runSynchronously(on: executor) }
-            // Tasks resumed on this thread run now, and those they resume in turn, before the
-            // worker looks for completions again.
+            // Posted jobs, tasks resumed on this thread, and those they resume in turn run now,
+            // before the worker looks for completions again.
             while !localJobs.isEmpty {
-                let ready = localJobs
-                localJobs.removeAll(keepingCapacity: true)
-                for job in ready { job.runSynchronously(on: executor) }
+                swap(&localJobs, &runningJobs)
+                for job in runningJobs { job.runSynchronously(on: taskExecutor) }
+                runningJobs.removeAll(keepingCapacity: true)
             }
             // Every message taken has been handled (jobs included): once stopping, leave as soon
             // as nothing is in the kernel or waiting for it. Later posts are handled in `exit`.
-            if stopping && pending.isEmpty && backlogHead == backlog.count {
+            if stopping && pendingCount == 0 && backlogHead == backlog.count {
                 break
             }
             // Sleep only when nothing was posted meanwhile: a post that saw `sleeping` wakes us.
@@ -256,7 +266,7 @@ final class RingWorker: @unchecked Sendable {
                 box.sleeping = true
                 return true
             }
-            if !usesWakeRead && block && pending.isEmpty && !stopping {
+            if !usesWakeRead && block && pendingCount == 0 && !stopping {
                 // The blocking engine has nothing in flight to wait for: wait for a post.
                 _ = inbox.wait { box -> Bool? in box.messages.isEmpty && box.sleeping ? nil : true }
                 continue
@@ -274,7 +284,7 @@ final class RingWorker: @unchecked Sendable {
                 sched_yield()
             }
         }
-        exit(engine)
+        exit(engine, executor: executor)
     }
 
     private func armWakeRead(_ engine: IOEngine) {
@@ -302,27 +312,39 @@ final class RingWorker: @unchecked Sendable {
             request.finish(IOOutcome(bytes: 0, errno: .canceled))
             return
         }
-        if backlogHead < backlog.count || pending.count >= queueDepth {
+        if backlogHead < backlog.count || freeIndexes.isEmpty {
             backlog.append(request)
             return
         }
         start(request)
     }
 
+    /// Sends `request` to the kernel; there is a free index (the callers check).
     private func start(_ request: AsyncRequest) {
-        guard let engine else { return }
-        let tag = nextTag
-        nextTag &+= 1
+        guard let engine, let index = freeIndexes.popLast() else { return }
+        let tag = UInt64(index + 1)
         request.tag = tag
-        pending[tag] = request
+        pending[index] = request
+        pendingCount += 1
         do { try engine.submit(request.operation(on: engine), tag: tag, buffer: nil, blockBytes: request.blockBytes) } catch {
-            pending[tag] = nil
+            release(index)
             request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError))
         }
     }
 
+    private func release(_ index: Int) {
+        pending[index] = nil
+        pendingCount -= 1
+        freeIndexes.append(index)
+    }
+
+    /// The request in the kernel under `tag`, if any.
+    private func index(of tag: UInt64) -> Int? {
+        tag >= 1 && tag <= UInt64(pending.count) ? Int(tag - 1) : nil
+    }
+
     private func submitBacklog() {
-        while backlogHead < backlog.count && pending.count < queueDepth {
+        while backlogHead < backlog.count && !freeIndexes.isEmpty {
             let request = backlog[backlogHead]
             backlogHead += 1
             if request.isCancelled {
@@ -342,23 +364,24 @@ final class RingWorker: @unchecked Sendable {
 
     private func cancel(_ request: AsyncRequest) {
         // Still in the backlog: its flag is seen when its turn comes. Already finished: nothing.
-        guard request.tag != 0, pending[request.tag] === request, let engine else { return }
+        guard let index = index(of: request.tag), pending[index] === request, let engine else { return }
         _ = try? engine.cancel(tag: request.tag)
     }
 
     private func complete(_ completion: consuming IOCompletion) {
         if completion.tag == Self.wakeTag {
-            if let engine, usesWakeRead, !(stopping && pending.isEmpty) { armWakeRead(engine) }
+            if let engine, usesWakeRead, !(stopping && pendingCount == 0) { armWakeRead(engine) }
             return
         }
-        guard let request = pending.removeValue(forKey: completion.tag) else { return }
+        guard let index = index(of: completion.tag), let request = pending[index] else { return }
+        release(index)
         request.finish(completion.outcome)
         // A slot is free again: the next waiting request may go.
         submitBacklog()
     }
 
     /// Leaves the loop: closes the inbox (later posts are refused), wakes the stop waiters.
-    private func exit(_ engine: IOEngine) {
+    private func exit(_ engine: IOEngine, executor: RingExecutor) {
         let late = inbox.withLock { box -> [Message] in
             box.closed = true
             let taken = box.messages
