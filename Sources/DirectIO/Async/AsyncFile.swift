@@ -129,7 +129,7 @@ public final class AsyncFile: Sendable {
 
     // MARK: Requests
 
-    nonisolated(nonsending) private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?) async throws -> Int {
+    @inline(__always) nonisolated(nonsending) private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?) async throws -> Int {
         let isRead = opcode == .read
         let name = isRead ? "read" : "write"
         try rules.checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead)
@@ -176,7 +176,7 @@ public final class AsyncFile: Sendable {
 
     /// Submits `request` and waits for its final completion, also when the task is cancelled
     /// meanwhile (cancellation is forwarded to the kernel, then awaited).
-    nonisolated(nonsending) private func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
+    @inline(__always) nonisolated(nonsending) private func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
         let worker = runtime.worker(home: home)
         let outcome = await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<IOOutcome, Never>) in
