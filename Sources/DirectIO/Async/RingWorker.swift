@@ -18,9 +18,9 @@ import SystemPackage
 /// worker a side table that makes every retain and release of it take the slow path). The
 /// thread keeps its executor and worker alive until it exits.
 ///
-/// Unchecked sendability: the inbox is a `ConditionLock`; everything else mutable belongs to
-/// the worker thread alone (see each property), except `thread`, written once before `start`
-/// returns and only read afterwards.
+/// Unchecked sendability: the inbox is a `ConditionLock`, `thread` and `wakesByEventFD` are
+/// atomics, and everything else mutable (`local`, `wakeBuffer`) belongs to the worker thread
+/// alone.
 final class RingWorker: @unchecked Sendable {
     enum Message: Sendable {
         case request(AsyncRequest)
@@ -44,43 +44,56 @@ final class RingWorker: @unchecked Sendable {
     let engineChoice: IOEngine.Choice
     private let inbox = ConditionLock(Inbox())
     private let eventFD: Int32
-    private(set) var thread = pthread_t()
+    /// The worker's thread, stored by that thread before it reports ready (pthread_t is an
+    /// integer on Linux): read at every post and executor enqueue, so a plain atomic load.
+    private let thread = Atomic<UInt>(0)
     /// Whether the worker sleeps in io_uring_enter with a wake read armed (else on the inbox's
     /// condition): read by posters, so atomic.
     private let wakesByEventFD = Atomic<Bool>(false)
 
-    // Worker thread only:
-    private var engine: IOEngine?
-    private var usesWakeRead = false
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    /// Set when the engine could not reap everything at exit (a broken ring).
-    private var wakeReadOutstanding = false
-    /// Requests in the kernel, by tag: a request's tag is its index here plus one (0 means
-    /// "not started"). Indexes free for new requests are in `freeIndexes`.
-    private var pending: [AsyncRequest?]
-    private var freeIndexes: [Int]
-    private var pendingCount = 0
-    private var backlog: [AsyncRequest] = []
-    private var backlogHead = 0
-    private var stopWaiters: [CheckedContinuation<Void, Never>] = []
-    private var stopping = false
-    /// Jobs enqueued by this worker's own thread (a task resumed here, on this executor): no
-    /// lock needed, and no wake-up, since the worker is awake.
-    private var localJobs: [UnownedJob] = []
-    /// Reused message and job arrays: swapping them in and out keeps their storage, where
-    /// copying an array out and emptying it would allocate new storage every round.
-    private var takenMessages: [Message] = []
-    private var runningJobs: [UnownedJob] = []
+    /// The worker thread's own state, behind a pointer like the engine's: Swift checks every
+    /// access to a class's stored `var` for exclusivity at run time (about 20 checks per I/O
+    /// here); through a pointer it does not. Only the worker thread touches it.
+    private let local: UnsafeMutablePointer<ThreadState>
     static let wakeTag: UInt64 = .max
     static let completionsPerRound = 4
+
+    private struct ThreadState {
+        var engine: IOEngine?
+        var usesWakeRead = false
+        /// Set when the engine could not reap everything at exit (a broken ring).
+        var wakeReadOutstanding = false
+        /// Requests in the kernel, by tag: a request's tag is its index here plus one (0 means
+        /// "not started"). Indexes free for new requests are in `freeIndexes`.
+        var pending: [AsyncRequest?]
+        var freeIndexes: [Int]
+        var pendingCount = 0
+        var backlog: [AsyncRequest] = []
+        var backlogHead = 0
+        var stopWaiters: [CheckedContinuation<Void, Never>] = []
+        var stopping = false
+        /// Jobs enqueued by this worker's own thread (a task resumed here, on this executor): no
+        /// lock needed, and no wake-up, since the worker is awake.
+        var localJobs: [UnownedJob] = []
+        /// Reused message and job arrays: swapping them in and out keeps their storage, where
+        /// copying an array out and emptying it would allocate new storage every round.
+        var takenMessages: [Message] = []
+        var runningJobs: [UnownedJob] = []
+
+        init(queueDepth: Int) {
+            pending = Array(repeating: nil, count: queueDepth)
+            freeIndexes = Array((0..<queueDepth).reversed())
+        }
+    }
 
     private init(index: Int, queueDepth: Int, engineChoice: IOEngine.Choice, eventFD: Int32) {
         self.index = index
         self.queueDepth = queueDepth
         self.engineChoice = engineChoice
         self.eventFD = eventFD
-        pending = Array(repeating: nil, count: queueDepth)
-        freeIndexes = Array((0..<queueDepth).reversed())
+        local = .allocate(capacity: 1)
+        local.initialize(to: ThreadState(queueDepth: queueDepth))
         wakeBuffer.initialize(to: 0)
     }
 
@@ -88,7 +101,9 @@ final class RingWorker: @unchecked Sendable {
         _ = try? Sys.close(eventFD)
         // If the ring broke with the wake read still in it, the kernel may yet write these
         // 8 bytes: keep them rather than free memory under it.
-        if !wakeReadOutstanding { wakeBuffer.deallocate() }
+        if !local.pointee.wakeReadOutstanding { wakeBuffer.deallocate() }
+        local.deinitialize(count: 1)
+        local.deallocate()
     }
 
     /// Starts a worker thread and waits until its ring exists; returns the executor that runs
@@ -112,7 +127,6 @@ final class RingWorker: @unchecked Sendable {
             throw .system(Errno(rawValue: created), operation: "start I/O runtime", call: "pthread_create")
         }
         pthread_detach(thread)
-        worker.thread = thread
         let outcome = ready.wait { state -> ReadyState? in state == .starting ? nil : state }
         if case .failed(let error) = outcome { throw error }
         return executor
@@ -143,7 +157,7 @@ final class RingWorker: @unchecked Sendable {
     /// posted otherwise. False when the worker has exited.
     func enqueue(_ job: UnownedJob) -> Bool {
         if isCurrent {
-            localJobs.append(job)
+            local.pointee.localJobs.append(job)
             return true
         }
         return post(.job(job))
@@ -159,7 +173,7 @@ final class RingWorker: @unchecked Sendable {
     }
 
     /// Whether the calling thread is this worker's.
-    var isCurrent: Bool { pthread_equal(pthread_self(), thread) != 0 }
+    var isCurrent: Bool { pthread_self() == thread.load(ordering: .relaxed) }
 
     // MARK: Posting (any thread)
 
@@ -200,6 +214,7 @@ final class RingWorker: @unchecked Sendable {
     // MARK: The worker thread
 
     private func run(ready: ConditionLock<ReadyState>, executor: RingExecutor) {
+        thread.store(pthread_self(), ordering: .relaxed)
         let engine: IOEngine
         do {
             // One more slot than requests: the eventfd read that wakes the worker.
@@ -208,56 +223,56 @@ final class RingWorker: @unchecked Sendable {
             ready.updateAndBroadcast { $0 = .failed(error) }
             return
         }
-        self.engine = engine
-        usesWakeRead = engine.kind == .ioUring
-        if usesWakeRead { armWakeRead(engine) }
+        local.pointee.engine = engine
+        local.pointee.usesWakeRead = engine.kind == .ioUring
+        if local.pointee.usesWakeRead { armWakeRead(engine) }
         ready.updateAndBroadcast { $0 = .running }
 
         let taskExecutor = executor.asUnownedTaskExecutor()
         while true {
             inbox.withLock { box in
-                swap(&box.messages, &takenMessages)
+                swap(&box.messages, &local.pointee.takenMessages)
                 box.sleeping = false
             }
-            for message in takenMessages {
+            for message in local.pointee.takenMessages {
                 switch message {
                 case .request(let request): accept(request)
                 case .cancel(let request): cancel(request)
-                case .job(let job): localJobs.append(job)
+                case .job(let job): local.pointee.localJobs.append(job)
                 case .register(let pool, let done):
                     engine.register(pool)
                     done.resume()
                 case .stop(let cancelInFlight, let done):
-                    stopping = true
-                    if let done { stopWaiters.append(done) }
+                    local.pointee.stopping = true
+                    if let done { local.pointee.stopWaiters.append(done) }
                     if cancelInFlight {
                         // Waiting requests never reached the kernel: refuse them now. Those in
                         // the kernel are cancelled there and finish when their completions come.
-                        for index in backlogHead..<backlog.count {
-                            backlog[index].refusedByShutdown = true
-                            backlog[index].finish(IOOutcome(bytes: 0, errno: .canceled))
+                        for index in local.pointee.backlogHead..<local.pointee.backlog.count {
+                            local.pointee.backlog[index].refusedByShutdown = true
+                            local.pointee.backlog[index].finish(IOOutcome(bytes: 0, errno: .canceled))
                         }
-                        backlog.removeAll()
-                        backlogHead = 0
-                        for case let request? in pending {
+                        local.pointee.backlog.removeAll()
+                        local.pointee.backlogHead = 0
+                        for case let request? in local.pointee.pending {
                             request.cancelledByShutdown = true
                             _ = try? engine.cancel(tag: request.tag)
                         }
                     }
                 }
             }
-            takenMessages.removeAll(keepingCapacity: true)
+            local.pointee.takenMessages.removeAll(keepingCapacity: true)
             submitBacklog()
             // Posted jobs, tasks resumed on this thread, and those they resume in turn run now,
             // before the worker looks for completions again.
-            while !localJobs.isEmpty {
-                swap(&localJobs, &runningJobs)
-                for job in runningJobs { job.runSynchronously(on: taskExecutor) }
-                runningJobs.removeAll(keepingCapacity: true)
+            while !local.pointee.localJobs.isEmpty {
+                swap(&local.pointee.localJobs, &local.pointee.runningJobs)
+                for job in local.pointee.runningJobs { job.runSynchronously(on: taskExecutor) }
+                local.pointee.runningJobs.removeAll(keepingCapacity: true)
             }
             // Every message taken has been handled (jobs included): once stopping, leave as soon
             // as nothing is in the kernel or waiting for it. Later posts are handled in `exit`.
-            if stopping && pendingCount == 0 && backlogHead == backlog.count {
+            if local.pointee.stopping && local.pointee.pendingCount == 0 && local.pointee.backlogHead == local.pointee.backlog.count {
                 break
             }
             // Sleep only when nothing was posted meanwhile: a post that saw `sleeping` wakes us.
@@ -266,7 +281,7 @@ final class RingWorker: @unchecked Sendable {
                 box.sleeping = true
                 return true
             }
-            if !usesWakeRead && block && pendingCount == 0 && !stopping {
+            if !local.pointee.usesWakeRead && block && local.pointee.pendingCount == 0 && !local.pointee.stopping {
                 // The blocking engine has nothing in flight to wait for: wait for a post.
                 _ = inbox.wait { box -> Bool? in box.messages.isEmpty && box.sleeping ? nil : true }
                 continue
@@ -295,7 +310,7 @@ final class RingWorker: @unchecked Sendable {
             wakesByEventFD.store(true, ordering: .releasing)
         } catch {
             // Without the wake read a sleeping worker would miss posts: sleep on the inbox.
-            usesWakeRead = false
+            local.pointee.usesWakeRead = false
             wakesByEventFD.store(false, ordering: .releasing)
         }
     }
@@ -303,7 +318,7 @@ final class RingWorker: @unchecked Sendable {
     /// A request arriving at the worker: refused after shutdown, finished at once if already
     /// cancelled, else started or queued behind the others (backpressure: callers wait in order).
     private func accept(_ request: AsyncRequest) {
-        if stopping {
+        if local.pointee.stopping {
             request.refusedByShutdown = true
             request.finish(IOOutcome(bytes: 0, errno: .canceled))
             return
@@ -312,8 +327,8 @@ final class RingWorker: @unchecked Sendable {
             request.finish(IOOutcome(bytes: 0, errno: .canceled))
             return
         }
-        if backlogHead < backlog.count || freeIndexes.isEmpty {
-            backlog.append(request)
+        if local.pointee.backlogHead < local.pointee.backlog.count || local.pointee.freeIndexes.isEmpty {
+            local.pointee.backlog.append(request)
             return
         }
         start(request)
@@ -321,11 +336,11 @@ final class RingWorker: @unchecked Sendable {
 
     /// Sends `request` to the kernel; there is a free index (the callers check).
     private func start(_ request: AsyncRequest) {
-        guard let engine, let index = freeIndexes.popLast() else { return }
+        guard let engine = local.pointee.engine, let index = local.pointee.freeIndexes.popLast() else { return }
         let tag = UInt64(index + 1)
         request.tag = tag
-        pending[index] = request
-        pendingCount += 1
+        local.pointee.pending[index] = request
+        local.pointee.pendingCount += 1
         do { try engine.submit(request.operation(on: engine), tag: tag, buffer: nil, blockBytes: request.blockBytes) } catch {
             release(index)
             request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError))
@@ -333,47 +348,47 @@ final class RingWorker: @unchecked Sendable {
     }
 
     private func release(_ index: Int) {
-        pending[index] = nil
-        pendingCount -= 1
-        freeIndexes.append(index)
+        local.pointee.pending[index] = nil
+        local.pointee.pendingCount -= 1
+        local.pointee.freeIndexes.append(index)
     }
 
     /// The request in the kernel under `tag`, if any.
     private func index(of tag: UInt64) -> Int? {
-        tag >= 1 && tag <= UInt64(pending.count) ? Int(tag - 1) : nil
+        tag >= 1 && tag <= UInt64(local.pointee.pending.count) ? Int(tag - 1) : nil
     }
 
     private func submitBacklog() {
-        while backlogHead < backlog.count && !freeIndexes.isEmpty {
-            let request = backlog[backlogHead]
-            backlogHead += 1
+        while local.pointee.backlogHead < local.pointee.backlog.count && !local.pointee.freeIndexes.isEmpty {
+            let request = local.pointee.backlog[local.pointee.backlogHead]
+            local.pointee.backlogHead += 1
             if request.isCancelled {
                 request.finish(IOOutcome(bytes: 0, errno: .canceled))
             } else {
                 start(request)
             }
         }
-        if backlogHead == backlog.count {
-            backlog.removeAll(keepingCapacity: true)
-            backlogHead = 0
-        } else if backlogHead > 4096 {
-            backlog.removeFirst(backlogHead)
-            backlogHead = 0
+        if local.pointee.backlogHead == local.pointee.backlog.count {
+            local.pointee.backlog.removeAll(keepingCapacity: true)
+            local.pointee.backlogHead = 0
+        } else if local.pointee.backlogHead > 4096 {
+            local.pointee.backlog.removeFirst(local.pointee.backlogHead)
+            local.pointee.backlogHead = 0
         }
     }
 
     private func cancel(_ request: AsyncRequest) {
         // Still in the backlog: its flag is seen when its turn comes. Already finished: nothing.
-        guard let index = index(of: request.tag), pending[index] === request, let engine else { return }
+        guard let index = index(of: request.tag), local.pointee.pending[index] === request, let engine = local.pointee.engine else { return }
         _ = try? engine.cancel(tag: request.tag)
     }
 
     private func complete(_ completion: consuming IOCompletion) {
         if completion.tag == Self.wakeTag {
-            if let engine, usesWakeRead, !(stopping && pendingCount == 0) { armWakeRead(engine) }
+            if let engine = local.pointee.engine, local.pointee.usesWakeRead, !(local.pointee.stopping && local.pointee.pendingCount == 0) { armWakeRead(engine) }
             return
         }
-        guard let index = index(of: completion.tag), let request = pending[index] else { return }
+        guard let index = index(of: completion.tag), let request = local.pointee.pending[index] else { return }
         release(index)
         request.finish(completion.outcome)
         // A slot is free again: the next waiting request may go.
@@ -403,9 +418,9 @@ final class RingWorker: @unchecked Sendable {
         // The wake read is the only request left: cancel it and wait for its completion, so the
         // kernel is done with `wakeBuffer` before this object can go away.
         engine.shutdown()
-        wakeReadOutstanding = engine.inFlight > 0
-        self.engine = nil
-        for waiter in stopWaiters { waiter.resume() }
-        stopWaiters.removeAll()
+        local.pointee.wakeReadOutstanding = engine.inFlight > 0
+        local.pointee.engine = nil
+        for waiter in local.pointee.stopWaiters { waiter.resume() }
+        local.pointee.stopWaiters.removeAll()
     }
 }

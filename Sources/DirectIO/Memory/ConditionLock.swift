@@ -10,10 +10,13 @@ import Glibc
 final class ConditionLock<State: Sendable>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
-    private var state: State
+    /// Behind a pointer, not a stored `var`: the mutex already makes access exclusive, and
+    /// Swift would otherwise check every access again at run time.
+    private let state: UnsafeMutablePointer<State>
 
     init(_ state: State) {
-        self.state = state
+        self.state = .allocate(capacity: 1)
+        self.state.initialize(to: state)
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
@@ -27,18 +30,20 @@ final class ConditionLock<State: Sendable>: @unchecked Sendable {
         pthread_mutex_destroy(mutex)
         condition.deallocate()
         mutex.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
     }
 
     func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        return try body(&state)
+        return try body(&state.pointee)
     }
 
     /// Changes the state and wakes every waiter to look at it again.
     func updateAndBroadcast(_ body: (inout State) -> Void) {
         pthread_mutex_lock(mutex)
-        body(&state)
+        body(&state.pointee)
         pthread_cond_broadcast(condition)
         pthread_mutex_unlock(mutex)
     }
@@ -49,7 +54,7 @@ final class ConditionLock<State: Sendable>: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while true {
-            if let result = attempt(&state) { return result }
+            if let result = attempt(&state.pointee) { return result }
             pthread_cond_wait(condition, mutex)
         }
     }
