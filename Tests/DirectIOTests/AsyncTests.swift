@@ -90,6 +90,51 @@ import Testing
         await runtime.shutdown()
     }
 
+    /// An executor handed out by a runtime keeps working after the runtime is gone: its jobs
+    /// run on the global pool once the ring's thread has exited (they are not dropped, which
+    /// would leave the task suspended forever).
+    @Test(.timeLimit(.minutes(1)))
+    func anExecutorOutlivingItsRuntimeStillRunsItsTasks() async throws {
+        var runtime: IORuntime? = try IORuntime(rings: 1, queueDepth: 8)
+        let executor = try #require(runtime).executor(ring: 0)
+        await runtime?.shutdown()
+        runtime = nil
+        let value = await withTaskExecutorPreference(executor) {
+            await Task.yield()
+            return 42
+        }
+        #expect(value == 42)
+    }
+
+    /// AsyncFile's calls run on the caller's executor: an actor awaits reads in its own methods
+    /// and is still isolated when each returns.
+    @Test func anActorAwaitsReadsInItsOwnMethods() async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let (path, bytes) = try makeFile(directory, blocks: 16, seed: 4)
+        let runtime = try IORuntime(rings: 1, queueDepth: 8)
+        let file = try AsyncFile(path: path, runtime: runtime)
+        let reader = BlockReader(file: file)
+        for block in [3, 0, 15] { try await reader.read(block: block) }
+        let blocks = await reader.blocks
+        #expect(blocks == [3, 0, 15].map { Array(bytes[$0 * 4096..<($0 + 1) * 4096]) })
+        await runtime.shutdown()
+    }
+
+    private actor BlockReader {
+        let file: AsyncFile
+        var blocks: [[UInt8]] = []
+
+        init(file: AsyncFile) { self.file = file }
+
+        func read(block: Int) async throws {
+            var buffer = try AlignedBuffer(byteCount: 4096)
+            let count = try await file.read(into: &buffer, at: Int64(block * 4096))
+            assertIsolated()
+            blocks.append(buffer.withUnsafeBytes { Array($0.prefix(count)) })
+        }
+    }
+
     @Test(arguments: engines)
     func cancellationStormLosesNoCompletionAndLeaksNoBuffer(engine: IOEngine.Choice) async throws {
         let directory = try TestSupport.scratchDirectory()

@@ -16,6 +16,10 @@ import SystemPackage
 /// `CancellationError` if the kernel cancelled the request, or returns the real outcome if
 /// the I/O finished first (a write that happened is reported as written).
 ///
+/// Every call runs on the caller's executor (`nonisolated(nonsending)`): no hop in or out,
+/// which matters most to tasks on a ring's executor, where each hop makes Swift's runtime look
+/// up the task's executor preference under a lock.
+///
 /// Memory, offsets and lengths must meet the file's direct-I/O alignment (`limits`); pool
 /// buffers and `AlignedBuffer`s always do. `read(count:at:)` takes any offset and length.
 /// Unaligned writes need read-modify-write under block locks: use `DirectFile`, which bounces.
