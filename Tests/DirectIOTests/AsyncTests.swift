@@ -106,6 +106,34 @@ import Testing
         #expect(value == 42)
     }
 
+    /// Rings keep each file's descriptor in their fixed-file tables. Files closed and opened
+    /// again get the same descriptor numbers; every read must still reach its own file, from
+    /// both the home ring and a ring's own executor (a stale slot would read the old file).
+    @Test func reusedDescriptorNumbersReachTheirOwnFiles() async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let runtime = try IORuntime(rings: 2, queueDepth: 16)
+        var numbers: Set<Int32> = []
+        for round in 0..<12 {
+            let path = directory + "/file\(round)"
+            let bytes = TestSupport.pattern(count: 8 * 4096, seed: UInt64(round) + 40)
+            try TestSupport.referenceWrite(path, bytes)
+            let file = try AsyncFile(path: path, runtime: runtime)
+            numbers.insert(file.descriptor)
+            let fromHome = try await file.read(count: 4096, at: 4096)
+            let fromRing = await withTaskExecutorPreference(runtime.executor(ring: round % 2)) {
+                try? await file.read(count: 4096, at: 3 * 4096)
+            }
+            let homeMatches = fromHome == Array(bytes[4096..<8192])
+            let ringMatches = fromRing == Array(bytes[3 * 4096..<4 * 4096])
+            #expect(homeMatches, "round \(round): the home ring read another file")
+            #expect(ringMatches, "round \(round): ring \(round % 2) read another file")
+        }
+        // The point of the test: numbers were reused (each file closed before the next opened).
+        #expect(numbers.count < 12)
+        await runtime.shutdown()
+    }
+
     /// AsyncFile's calls run on the caller's executor: an actor awaits reads in its own methods
     /// and is still isolated when each returns.
     @Test func anActorAwaitsReadsInItsOwnMethods() async throws {

@@ -2,31 +2,28 @@ import Dispatch
 import DirectIO
 import Glibc
 import Histogram
-import Synchronization
 
 /// Runs one job through the async API: `iodepth` tasks, each owning one pool buffer and
 /// awaiting one I/O at a time, like `iodepth` callers of a server would. With `async`, the
 /// tasks run on Swift's global executor and every request crosses to the ring's thread; with
 /// `async-executor`, they run on the ring's own executor and submit with no handoff.
 enum AsyncBenchRunner {
-    /// What one task measured in the window (its latencies go to the shared `LatencyRecorder`).
+    /// What one task measured in the window.
+    ///
+    /// Each task has its own histogram (about 200 KiB), merged at the end, but records into it
+    /// only every `batch` I/Os: recording each I/O as it finishes would spread 64 tasks' records
+    /// over 13 MiB of histograms and charge the async APIs for cache misses the batched runner
+    /// (one histogram) does not pay. No histogram is shared, so no lock is needed.
     private struct TaskTotals: Sendable {
         var ios = 0
         var bytes: Int64 = 0
+        var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         var failure: String? = nil
-    }
-
-    /// One histogram for all tasks, as the batched runner has one: 64 private histograms
-    /// (about 200 KiB each) would spread every task's records over the cache and charge the
-    /// async APIs for the harness. Tasks batch their samples and add them under a lock.
-    private final class LatencyRecorder: Sendable {
-        let histogram = Mutex(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three))
         static let batch = 256
 
-        func add(_ samples: inout [UInt64]) {
-            histogram.withLock { histogram in
-                for sample in samples { _ = histogram.record(sample) }
-            }
+        /// Moves `samples` into the histogram and empties it.
+        mutating func record(_ samples: inout [UInt64]) {
+            for sample in samples { _ = histogram.record(sample) }
             samples.removeAll(keepingCapacity: true)
         }
     }
@@ -42,12 +39,11 @@ enum AsyncBenchRunner {
         var notes = pool.mapping.notes
         if !runtime.usesIOUring { notes.append("io_uring unavailable: the runtime's rings drive the blocking engine") }
 
-        let latencies = LatencyRecorder()
         let outcome = ResultBox()
         let done = DispatchSemaphore(value: 0)
         Task {
             if workload.buffers == .registered { await runtime.register(pool) }
-            outcome.value = await measure(workload, file: file, pool: pool, runtime: runtime, sizeBytes: sizeBytes, latencies: latencies)
+            outcome.value = await measure(workload, file: file, pool: pool, runtime: runtime, sizeBytes: sizeBytes)
             await runtime.shutdown()
             done.signal()
         }
@@ -56,10 +52,9 @@ enum AsyncBenchRunner {
             throw DirectIOError(.unexpected, operation: "bench", path: path, detail: "the async job produced no result")
         }
         if let failure = totals.failure { throw DirectIOError(.ioError, operation: "bench", path: path, detail: failure) }
-        let histogram = latencies.histogram.withLock { $0 }
         return BenchResult(
             workload: workload, engine: runtime.usesIOUring ? .ioUring : .blocking, ios: totals.ios, bytes: totals.bytes, seconds: seconds,
-            latencyP50Ns: histogram.valueAtPercentile(50), latencyP99Ns: histogram.valueAtPercentile(99), latencyP999Ns: histogram.valueAtPercentile(99.9),
+            latencyP50Ns: totals.histogram.valueAtPercentile(50), latencyP99Ns: totals.histogram.valueAtPercentile(99), latencyP999Ns: totals.histogram.valueAtPercentile(99.9),
             cpuUserSeconds: cpu.user, cpuSystemSeconds: cpu.system,
             bytesDirect: file.isDirect ? totals.bytes : 0, bytesBounced: 0, bytesShifted: 0,
             registeredBuffers: workload.buffers == .registered && pool.registration != .unregistered, notes: notes)
@@ -74,7 +69,7 @@ enum AsyncBenchRunner {
         var value: (TaskTotals, Double, (user: Double, system: Double))?
     }
 
-    private static func measure(_ workload: Workload, file: AsyncFile, pool: BufferPool, runtime: IORuntime, sizeBytes: Int64, latencies: LatencyRecorder) async -> (TaskTotals, Double, (user: Double, system: Double)) {
+    private static func measure(_ workload: Workload, file: AsyncFile, pool: BufferPool, runtime: IORuntime, sizeBytes: Int64) async -> (TaskTotals, Double, (user: Double, system: Double)) {
         let start = ProcessClock.nanoseconds()
         let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
         let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
@@ -83,7 +78,7 @@ enum AsyncBenchRunner {
         return await withTaskGroup(of: TaskTotals.self) { group in
             for index in 0..<workload.iodepth {
                 group.addTask(executorPreference: executor) {
-                    await oneCaller(index, workload: workload, file: file, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end, latencies: latencies)
+                    await oneCaller(index, workload: workload, file: file, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end)
                 }
             }
             // The measured window's CPU time, taken by this task at its edges.
@@ -94,9 +89,11 @@ enum AsyncBenchRunner {
             let cpuEnd = ProcessClock.cpuSeconds()
             let windowEnd = ProcessClock.nanoseconds()
             var total = TaskTotals()
+            total.histogram.autoResize = true
             for await part in group {
                 total.ios += part.ios
                 total.bytes += part.bytes
+                total.histogram.add(part.histogram)
                 total.failure = total.failure ?? part.failure
             }
             return (total, Double(windowEnd - windowStart) / 1e9, (cpuEnd.user - cpuStart.user, cpuEnd.system - cpuStart.system))
@@ -104,11 +101,11 @@ enum AsyncBenchRunner {
     }
 
     /// One caller: its own buffer, one I/O at a time until the window ends.
-    nonisolated(nonsending) private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64, latencies: LatencyRecorder) async -> TaskTotals {
+    nonisolated(nonsending) private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64) async -> TaskTotals {
         var totals = TaskTotals()
+        totals.histogram.autoResize = true
         var samples: [UInt64] = []
-        samples.reserveCapacity(LatencyRecorder.batch)
-        defer { latencies.add(&samples) }
+        samples.reserveCapacity(TaskTotals.batch)
         guard var buffer = pool.take() else {
             totals.failure = "the pool has fewer buffers than callers"
             return totals
@@ -137,7 +134,7 @@ enum AsyncBenchRunner {
                 now = finished
                 if submitted >= rampEnd && finished <= end {
                     samples.append(finished - submitted)
-                    if samples.count == LatencyRecorder.batch { latencies.add(&samples) }
+                    if samples.count == TaskTotals.batch { totals.record(&samples) }
                     totals.ios += 1
                     totals.bytes += Int64(moved)
                 }
@@ -146,6 +143,7 @@ enum AsyncBenchRunner {
                 break
             }
         }
+        totals.record(&samples)
         return totals
     }
 }

@@ -31,8 +31,10 @@ public final class AsyncFile: Sendable {
     /// With `.preferred`, why direct I/O is not in use.
     public let fallbackNote: String?
     public let runtime: IORuntime
-    /// The open descriptor, closed when the file is dropped (no request can be in flight
-    /// then: every call holds the file until its request has completed).
+    /// The open descriptor. Each ring registers it in its fixed-file table on first use (the
+    /// kernel then skips the descriptor lookup per request). It is closed after the file is
+    /// dropped, once every ring has let go of it: no request can be in flight then, since every
+    /// call holds the file until its request has completed.
     public let descriptor: Int32
     let rules: FileRules
     /// The ring requests from outside the runtime's threads go to.
@@ -53,7 +55,9 @@ public final class AsyncFile: Sendable {
     }
 
     deinit {
-        _ = try? Sys.close(descriptor)
+        // The rings hold the descriptor in their fixed-file tables: it is closed once they
+        // have all let go, so its number cannot be reused under them.
+        runtime.closeDescriptor(descriptor)
     }
 
     // MARK: Buffers DirectIO owns

@@ -46,19 +46,20 @@ final class AsyncRequest: @unchecked Sendable {
 
     func markCancelled() { cancelled.store(true, ordering: .releasing) }
 
-    /// The operation for `engine`, with its fixed-buffer slot when the pool is registered there.
-    func operation(on engine: IOEngine) -> IOOperation {
+    /// The operation for `engine`, with its fixed-buffer slot when the pool is registered there
+    /// and the file's fixed-file slot (-1: none).
+    func operation(on engine: IOEngine, fileSlot: Int32) -> IOOperation {
         switch opcode {
         case .read, .readFixed:
             let fixed = engine.fixedIndex(of: poolSlot)
-            return IOOperation(opcode: fixed == nil ? .read : .readFixed, fd: fd, address: address, length: length, offset: offset, bufferIndex: fixed ?? 0)
+            return IOOperation(opcode: fixed == nil ? .read : .readFixed, fd: fd, fileSlot: fileSlot, address: address, length: length, offset: offset, bufferIndex: fixed ?? 0)
         case .write, .writeFixed:
             let fixed = engine.fixedIndex(of: poolSlot)
-            return IOOperation(opcode: fixed == nil ? .write : .writeFixed, fd: fd, address: address, length: length, offset: offset, bufferIndex: fixed ?? 0)
+            return IOOperation(opcode: fixed == nil ? .write : .writeFixed, fd: fd, fileSlot: fileSlot, address: address, length: length, offset: offset, bufferIndex: fixed ?? 0)
         case .fsync:
-            return .fsync(fd: fd, dataOnly: dataOnly)
+            return .fsync(fd: fd, fileSlot: fileSlot, dataOnly: dataOnly)
         default:
-            return IOOperation(opcode: opcode, fd: fd, address: address, length: length, offset: offset)
+            return IOOperation(opcode: opcode, fd: fd, fileSlot: fileSlot, address: address, length: length, offset: offset)
         }
     }
 

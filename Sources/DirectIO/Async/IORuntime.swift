@@ -95,6 +95,13 @@ public final class IORuntime: Sendable {
         return workers[home % workers.count]
     }
 
+    /// Closes an async file's descriptor after every ring has dropped it from its fixed-file
+    /// table (the file has no request left: it is being deinitialized).
+    func closeDescriptor(_ fd: Int32) {
+        let release = DescriptorRelease(fd: fd, rings: workers.count)
+        for worker in workers where !worker.post(.forget(release)) { release.done() }
+    }
+
     /// A home ring for a new file, round robin.
     func assignHome() -> Int {
         nextHome.wrappingAdd(1, ordering: .relaxed).oldValue % workers.count

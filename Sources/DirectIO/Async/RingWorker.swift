@@ -27,6 +27,8 @@ final class RingWorker: @unchecked Sendable {
         case cancel(AsyncRequest)
         case job(UnownedJob)
         case register(BufferPool, CheckedContinuation<Void, Never>)
+        /// A file is gone: drop its descriptor from the fixed-file table, then tell `release`.
+        case forget(DescriptorRelease)
         /// Finish (or cancel) what is in flight, then exit; resumes the continuation, if any, once done.
         case stop(cancelInFlight: Bool, CheckedContinuation<Void, Never>?)
     }
@@ -80,6 +82,10 @@ final class RingWorker: @unchecked Sendable {
         /// copying an array out and emptying it would allocate new storage every round.
         var takenMessages: [Message] = []
         var runningJobs: [UnownedJob] = []
+        /// Each async file's fixed-file slot in this ring, by descriptor number (registered on
+        /// the file's first request here): 0 not yet asked, slot + 1, or -1 when the table is
+        /// missing or full (requests then name the descriptor).
+        var fileSlots: [Int32] = []
 
         init(queueDepth: Int) {
             pending = Array(repeating: nil, count: queueDepth)
@@ -218,7 +224,7 @@ final class RingWorker: @unchecked Sendable {
         let engine: IOEngine
         do {
             // One more slot than requests: the eventfd read that wakes the worker.
-            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 0)
+            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024)
         } catch {
             ready.updateAndBroadcast { $0 = .failed(error) }
             return
@@ -242,6 +248,9 @@ final class RingWorker: @unchecked Sendable {
                 case .register(let pool, let done):
                     engine.register(pool)
                     done.resume()
+                case .forget(let release):
+                    forget(release.fd, engine)
+                    release.done()
                 case .stop(let cancelInFlight, let done):
                     local.pointee.stopping = true
                     if let done { local.pointee.stopWaiters.append(done) }
@@ -341,7 +350,8 @@ final class RingWorker: @unchecked Sendable {
         request.tag = tag
         local.pointee.pending[index] = request
         local.pointee.pendingCount += 1
-        do { try engine.submit(request.operation(on: engine), tag: tag, buffer: nil, blockBytes: request.blockBytes) } catch {
+        let operation = request.operation(on: engine, fileSlot: fileSlot(for: request.fd, engine))
+        do { try engine.submit(operation, tag: tag, buffer: nil, blockBytes: request.blockBytes) } catch {
             release(index)
             request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError))
         }
@@ -351,6 +361,33 @@ final class RingWorker: @unchecked Sendable {
         local.pointee.pending[index] = nil
         local.pointee.pendingCount -= 1
         local.pointee.freeIndexes.append(index)
+    }
+
+    /// The fixed-file slot of descriptor `fd` in this ring, registering it on first use (-1:
+    /// name the descriptor). Safe because a descriptor leaves the table before it is closed
+    /// (`forget`), so a slot never outlives its file and a reused number starts afresh.
+    private func fileSlot(for fd: Int32, _ engine: IOEngine) -> Int32 {
+        let index = Int(fd)
+        guard index >= 0 else { return -1 }
+        if index < local.pointee.fileSlots.count {
+            let known = local.pointee.fileSlots[index]
+            if known != 0 { return known > 0 ? known - 1 : -1 }
+        } else {
+            local.pointee.fileSlots.append(contentsOf: repeatElement(0, count: index + 1 - local.pointee.fileSlots.count))
+        }
+        let slot = engine.registerFile(fd)
+        local.pointee.fileSlots[index] = slot.map { $0 + 1 } ?? -1
+        return slot ?? -1
+    }
+
+    /// Drops `fd` from the fixed-file table. Its file has no request left anywhere (the file
+    /// is being deinitialized), so no queued submission can name the slot.
+    private func forget(_ fd: Int32, _ engine: IOEngine) {
+        let index = Int(fd)
+        guard index >= 0, index < local.pointee.fileSlots.count else { return }
+        let known = local.pointee.fileSlots[index]
+        if known > 0 { engine.unregisterFile(slot: known - 1) }
+        local.pointee.fileSlots[index] = 0
     }
 
     /// The request in the kernel under `tag`, if any.
@@ -411,6 +448,7 @@ final class RingWorker: @unchecked Sendable {
                 request.finish(IOOutcome(bytes: 0, errno: .canceled))
             case .job(let job): executor.runElsewhere(job)
             case .register(_, let done): done.resume()
+            case .forget(let release): release.done()
             case .stop(_, let done): done?.resume()
             case .cancel: break
             }
