@@ -1,6 +1,5 @@
 import DirectIO
 import Glibc
-import Synchronization
 import SystemPackage
 
 /// A device in memory: every file an engine built on it reads and writes lives here, keyed by
@@ -11,7 +10,7 @@ import SystemPackage
 /// but their data never goes to disk: a file starts empty here, whatever the disk holds, and
 /// `DirectFile.size()` still reports the file on disk.
 public final class MemoryDevice: Sendable {
-    private let files = Mutex<[FileIdentity: [UInt8]]>([:])
+    private let files = ConditionLock<[FileIdentity: [UInt8]]>([:])
 
     struct FileIdentity: Hashable, Sendable { let device: UInt64, inode: UInt64 }
 

@@ -18,7 +18,7 @@ public final class IORuntime: Sendable {
     let workers: [RingWorker]
     private let nextHome = Atomic<Int>(0)
 
-    private static let sharedRuntime = Mutex<IORuntime?>(nil)
+    private static let sharedRuntime = ConditionLock<IORuntime?>(nil)
 
     /// The process's default runtime, made on first use (one ring per online core).
     public static func shared() throws(DirectIOError) -> IORuntime {

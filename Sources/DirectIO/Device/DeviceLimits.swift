@@ -1,6 +1,5 @@
 import CDirectIO
 import Glibc
-import Synchronization
 import SystemPackage
 
 /// What direct I/O to one file or block device must respect: the user-space form of a
@@ -185,7 +184,7 @@ final class DeviceCache: Sendable {
     }
 
     static let shared = DeviceCache()
-    private let entries = Mutex<[Key: DirectIOProbe?]>([:])
+    private let entries = ConditionLock<[Key: DirectIOProbe?]>([:])
 
     func probe(major: UInt32, minor: UInt32, queue: QueueLimits?, make: () -> DirectIOProbe?) -> DirectIOProbe? {
         let key = Key(device: UInt64(major) << 32 | UInt64(minor), queue: queue)

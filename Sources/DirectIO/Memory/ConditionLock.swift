@@ -2,19 +2,22 @@ import Glibc
 
 /// State guarded by a mutex, with a condition to wait on until the state changes: what
 /// `Synchronization.Mutex` lacks, for pools whose callers may wait for a returned buffer.
+/// DirectIO's shared tables use it rather than `Mutex` too: on Linux, Swift 6.3's `Mutex`
+/// is futex code ThreadSanitizer cannot see, so TSan reports the state it guards as raced
+/// (seen on `DeviceCache`); a pthread mutex is understood.
 ///
 /// Unchecked sendability is sound: `state` is read and written only inside `withLock`,
 /// `updateAndBroadcast` and `wait`, that is, between pthread_mutex_lock and
 /// pthread_mutex_unlock on `mutex`; the pthread objects are made for use from any thread and
 /// live at fixed addresses for the object's whole life.
-final class ConditionLock<State: Sendable>: @unchecked Sendable {
+package final class ConditionLock<State: Sendable>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     /// Behind a pointer, not a stored `var`: the mutex already makes access exclusive, and
     /// Swift would otherwise check every access again at run time.
     private let state: UnsafeMutablePointer<State>
 
-    init(_ state: State) {
+    package init(_ state: State) {
         self.state = .allocate(capacity: 1)
         self.state.initialize(to: state)
         mutex = .allocate(capacity: 1)
@@ -34,14 +37,14 @@ final class ConditionLock<State: Sendable>: @unchecked Sendable {
         state.deallocate()
     }
 
-    func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+    package func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&state.pointee)
     }
 
     /// Changes the state and wakes every waiter to look at it again.
-    func updateAndBroadcast(_ body: (inout State) -> Void) {
+    package func updateAndBroadcast(_ body: (inout State) -> Void) {
         pthread_mutex_lock(mutex)
         body(&state.pointee)
         pthread_cond_broadcast(condition)
@@ -50,7 +53,7 @@ final class ConditionLock<State: Sendable>: @unchecked Sendable {
 
     /// Waits until `attempt` returns a value, calling it with the lock held each time the
     /// state changes.
-    func wait<R>(for attempt: (inout State) -> R?) -> R {
+    package func wait<R>(for attempt: (inout State) -> R?) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while true {
