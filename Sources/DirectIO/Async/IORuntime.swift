@@ -15,6 +15,7 @@ import Synchronization
 public final class IORuntime: Sendable {
     /// Each ring's executor, which owns the ring's worker.
     let executors: [RingExecutor]
+    /// The executors' workers, kept as an array for the lookup every request makes.
     let workers: [RingWorker]
     private let nextHome = Atomic<Int>(0)
 
@@ -41,8 +42,8 @@ public final class IORuntime: Sendable {
             throw DirectIOError(.invalidArgument, operation: "create I/O runtime", detail: "rings must be 1...1024 and queue depth 1...16383 (got \(count), \(queueDepth))")
         }
         var executors: [RingExecutor] = []
-        for index in 0..<count {
-            do { executors.append(try RingWorker.start(index: index, queueDepth: queueDepth, engine: engine)) } catch {
+        for _ in 0..<count {
+            do { executors.append(try RingWorker.start(queueDepth: queueDepth, engine: engine)) } catch {
                 for executor in executors { executor.worker.stopDetached() }
                 throw error
             }

@@ -20,7 +20,9 @@ import SystemPackage
 ///
 /// Unchecked sendability: the inbox is a `ConditionLock`, `thread` and `wakesByEventFD` are
 /// atomics, and everything else mutable (`local`, `wakeBuffer`) belongs to the worker thread
-/// alone.
+/// alone: other threads reach `local` only through `enqueue`, which touches it only when the
+/// caller is the worker's thread, and `deinit` runs after the thread has exited (the thread
+/// holds the worker until then).
 final class RingWorker: @unchecked Sendable {
     enum Message: Sendable {
         case request(AsyncRequest)
@@ -41,7 +43,6 @@ final class RingWorker: @unchecked Sendable {
         var closed = false
     }
 
-    let index: Int
     let queueDepth: Int
     let engineChoice: IOEngine.Choice
     private let inbox = ConditionLock(Inbox())
@@ -93,8 +94,7 @@ final class RingWorker: @unchecked Sendable {
         }
     }
 
-    private init(index: Int, queueDepth: Int, engineChoice: IOEngine.Choice, eventFD: Int32) {
-        self.index = index
+    private init(queueDepth: Int, engineChoice: IOEngine.Choice, eventFD: Int32) {
         self.queueDepth = queueDepth
         self.engineChoice = engineChoice
         self.eventFD = eventFD
@@ -114,10 +114,10 @@ final class RingWorker: @unchecked Sendable {
 
     /// Starts a worker thread and waits until its ring exists; returns the executor that runs
     /// tasks on that thread, which owns the worker.
-    static func start(index: Int, queueDepth: Int, engine: IOEngine.Choice) throws(DirectIOError) -> RingExecutor {
+    static func start(queueDepth: Int, engine: IOEngine.Choice) throws(DirectIOError) -> RingExecutor {
         let fd = dio_eventfd()
         guard fd >= 0 else { throw .system(Errno(rawValue: dio_errno()), operation: "start I/O runtime", call: "eventfd") }
-        let worker = RingWorker(index: index, queueDepth: queueDepth, engineChoice: engine, eventFD: fd)
+        let worker = RingWorker(queueDepth: queueDepth, engineChoice: engine, eventFD: fd)
         let executor = RingExecutor(worker)
         let ready = ConditionLock<ReadyState>(.starting)
         let context = Unmanaged.passRetained(StartContext(executor: executor, ready: ready)).toOpaque()
