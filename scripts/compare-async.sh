@@ -18,7 +18,7 @@ dio=.build/release/dio
 [ -e "$target" ] || "$dio" bench "$target" --size 1g --rw read --runtime 0.2 --ramp 0 --json >/dev/null
 size=$(( 1 << 30 ))
 [ -f "$target" ] && size=$(stat -c %s "$target")
-tools=(batched async async-executor)
+tools=(batched async async-executor async-scoped)
 command -v fio >/dev/null && tools+=(fio)
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT

@@ -146,7 +146,7 @@ import Testing
         #expect(BenchResult.format(0.05, digits: 1) == "0.1")
     }
 
-    @Test(arguments: ["async", "async-executor"])
+    @Test(arguments: ["async", "async-executor", "async-scoped"])
     func theAsyncAPIsRunTheSameJob(api: String) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

@@ -6,7 +6,9 @@ import Histogram
 /// Runs one job through the async API: `iodepth` tasks, each owning one pool buffer and
 /// awaiting one I/O at a time, like `iodepth` callers of a server would. With `async`, the
 /// tasks run on Swift's global executor and every request crosses to the ring's thread; with
-/// `async-executor`, they run on the ring's own executor and submit with no handoff.
+/// `async-executor`, they run on the ring's own executor and submit with no handoff; with
+/// `async-scoped`, they also pass one `IOScope` each to every call (one cancellation handler
+/// per task, not per I/O).
 enum AsyncBenchRunner {
     /// What one task measured in the window.
     ///
@@ -74,11 +76,18 @@ enum AsyncBenchRunner {
         let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
         let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
         let blocks = UInt64(sizeBytes / Int64(workload.blockBytes))
-        let executor: RingExecutor? = workload.api == .asyncExecutor ? runtime.executor(ring: 0) : nil
+        let executor: RingExecutor? = workload.api == .async ? nil : runtime.executor(ring: 0)
+        let scoped = workload.api == .asyncScoped
         return await withTaskGroup(of: TaskTotals.self) { group in
             for index in 0..<workload.iodepth {
                 group.addTask(executorPreference: executor) {
-                    await oneCaller(index, workload: workload, file: file, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end)
+                    if scoped {
+                        await runtime.withIOScope { scope in
+                            await oneCaller(index, workload: workload, file: file, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end, scope: scope)
+                        }
+                    } else {
+                        await oneCaller(index, workload: workload, file: file, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end, scope: nil)
+                    }
                 }
             }
             // The measured window's CPU time, taken by this task at its edges.
@@ -101,7 +110,7 @@ enum AsyncBenchRunner {
     }
 
     /// One caller: its own buffer, one I/O at a time until the window ends.
-    nonisolated(nonsending) private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64) async -> TaskTotals {
+    nonisolated(nonsending) private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64, scope: IOScope?) async -> TaskTotals {
         var totals = TaskTotals()
         totals.histogram.autoResize = true
         var samples: [UInt64] = []
@@ -129,7 +138,7 @@ enum AsyncBenchRunner {
             let submitted = now
             if submitted >= end { break }
             do {
-                let moved = writes ? try await file.write(buffer, at: offset) : try await file.read(into: &buffer, at: offset)
+                let moved = writes ? try await file.write(buffer, at: offset, in: scope) : try await file.read(into: &buffer, at: offset, in: scope)
                 let finished = ProcessClock.nanoseconds()
                 now = finished
                 if submitted >= rampEnd && finished <= end {

@@ -15,8 +15,9 @@ public struct Workload: Sendable, Equatable {
     public enum Buffers: String, Sendable, CaseIterable { case registered, unregistered }
     /// batched: submit and reap in batches on one thread. async: `iodepth` tasks awaiting
     /// AsyncFile calls on the global executor. async-executor: the same tasks on the ring's
-    /// own executor (no cross-thread handoff).
-    public enum API: String, Sendable, CaseIterable { case batched, async, asyncExecutor = "async-executor" }
+    /// own executor (no cross-thread handoff). async-scoped: those tasks with one `IOScope`
+    /// each, one cancellation handler per task instead of one per call.
+    public enum API: String, Sendable, CaseIterable { case batched, async, asyncExecutor = "async-executor", asyncScoped = "async-scoped" }
 
     public var pattern: Pattern
     public var blockBytes: Int

@@ -64,36 +64,36 @@ public final class AsyncFile: Sendable {
 
     /// Reads up to `count` bytes (default: the whole buffer) at `offset`; returns the bytes
     /// read, fewer only at end of file. Registered pool buffers use READ_FIXED.
-    nonisolated(nonsending) public func read<Buffer: IOBuffer & ~Copyable>(into buffer: inout Buffer, count: Int? = nil, at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) public func read<Buffer: IOBuffer & ~Copyable>(into buffer: inout Buffer, count: Int? = nil, at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
         let length = count ?? buffer.count
         try rules.checkFits(length, in: buffer.count, operation: "read", offset: offset)
-        return try await transfer(.read, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot)
+        return try await transfer(.read, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot, scope: scope)
     }
 
     /// Writes `count` bytes (default: the whole buffer) at `offset`; returns the bytes written.
-    nonisolated(nonsending) public func write<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) public func write<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
         let length = count ?? buffer.count
         try rules.checkFits(length, in: buffer.count, operation: "write", offset: offset)
-        return try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot)
+        return try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot, scope: scope)
     }
 
     // MARK: Caller memory
 
     /// Reads into caller memory, which must stay valid until this returns (it returns only
     /// after the kernel is done with it, cancelled or not).
-    nonisolated(nonsending) public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) async throws -> Int {
-        try await transfer(.read, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil)
+    nonisolated(nonsending) public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
+        try await transfer(.read, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil, scope: scope)
     }
 
     /// Writes caller memory; see `read(into:at:)`.
-    nonisolated(nonsending) public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) async throws -> Int {
-        try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil)
+    nonisolated(nonsending) public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
+        try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil, scope: scope)
     }
 
     /// Reads `count` bytes at `offset`, any offset and length: the covering aligned range is
     /// read into a temporary aligned buffer and the bytes asked for are copied out. Returns
     /// fewer bytes only at end of file.
-    nonisolated(nonsending) public func read(count: Int, at offset: Int64) async throws -> [UInt8] {
+    nonisolated(nonsending) public func read(count: Int, at offset: Int64, in scope: IOScope? = nil) async throws -> [UInt8] {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: count) {
             throw DirectIOError(.invalidArgument, operation: "read", path: path, offset: offset, length: count, detail: problem)
         }
@@ -106,7 +106,7 @@ public final class AsyncFile: Sendable {
         let span = Int(last - first)
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: span, alignment: max(Sys.pageSize, rules.alignment.memoryAlignment))
         defer { scratch.deallocate() }
-        let got = try await transfer(.read, address: UInt(bitPattern: scratch.baseAddress), length: span, at: first, poolSlot: nil)
+        let got = try await transfer(.read, address: UInt(bitPattern: scratch.baseAddress), length: span, at: first, poolSlot: nil, scope: scope)
         let skip = Int(offset - first)
         let available = max(0, min(count, got - skip))
         return Array(scratch[skip..<skip + available])
@@ -115,20 +115,20 @@ public final class AsyncFile: Sendable {
     // MARK: Vectored
 
     /// Reads into several buffers from consecutive file bytes (READV).
-    nonisolated(nonsending) public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: Int64) async throws -> Int {
-        try await vectored(.readv, buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, at: offset)
+    nonisolated(nonsending) public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
+        try await vectored(.readv, buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }, at: offset, scope: scope)
     }
 
     /// Writes several buffers to consecutive file bytes (WRITEV).
-    nonisolated(nonsending) public func write(_ buffers: [UnsafeRawBufferPointer], at offset: Int64) async throws -> Int {
-        try await vectored(.writev, buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }, at: offset)
+    nonisolated(nonsending) public func write(_ buffers: [UnsafeRawBufferPointer], at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
+        try await vectored(.writev, buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }, at: offset, scope: scope)
     }
 
     // MARK: Durability
 
     /// Makes written data durable: `.data` is fdatasync, `.full` is fsync.
-    nonisolated(nonsending) public func sync(_ kind: SyncKind = .full) async throws {
-        let request = AsyncRequest(opcode: .fsync, fd: descriptor, dataOnly: kind == .data)
+    nonisolated(nonsending) public func sync(_ kind: SyncKind = .full, in scope: IOScope? = nil) async throws {
+        let request = AsyncRequest(opcode: .fsync, fd: descriptor, dataOnly: kind == .data, scope: covered(by: scope))
         let outcome = try await perform(request, name: kind == .data ? "data sync" : "sync", offset: 0)
         if let errno = outcome.errno {
             throw DirectIOError.system(errno, operation: kind == .data ? "data sync" : "sync", call: runtime.usesIOUring ? "FSYNC" : "fsync", path: path)
@@ -137,13 +137,13 @@ public final class AsyncFile: Sendable {
 
     // MARK: Requests
 
-    @inline(__always) nonisolated(nonsending) private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?) async throws -> Int {
+    @inline(__always) nonisolated(nonsending) private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?, scope: IOScope?) async throws -> Int {
         let isRead = opcode == .read
         let name = isRead ? "read" : "write"
         try rules.checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead)
         guard length > 0 else { return 0 }
         let request = AsyncRequest(opcode: opcode, fd: descriptor, address: address, length: length, offset: offset, poolSlot: poolSlot,
-                                   blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment)
+                                   blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment, scope: covered(by: scope))
         let outcome = try await perform(request, name: name, offset: offset)
         if let errno = outcome.errno {
             throw rules.failure(errno, name: name, call: runtime.usesIOUring ? opcode.description : (isRead ? "pread" : "pwrite"),
@@ -152,7 +152,7 @@ public final class AsyncFile: Sendable {
         return outcome.bytes
     }
 
-    nonisolated(nonsending) private func vectored(_ opcode: Opcode, _ vectors: [iovec], at offset: Int64) async throws -> Int {
+    nonisolated(nonsending) private func vectored(_ opcode: Opcode, _ vectors: [iovec], at offset: Int64, scope: IOScope?) async throws -> Int {
         let isRead = opcode == .readv
         let name = isRead ? "vectored read" : "vectored write"
         let total = vectors.reduce(0) { $0 + $1.iov_len }
@@ -173,7 +173,7 @@ public final class AsyncFile: Sendable {
         copy.initialize(from: vectors, count: vectors.count)
         defer { copy.deallocate() }
         let request = AsyncRequest(opcode: opcode, fd: descriptor, address: UInt(bitPattern: copy), length: vectors.count, offset: offset,
-                                   blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment)
+                                   blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment, scope: covered(by: scope))
         let outcome = try await perform(request, name: name, offset: offset)
         if let errno = outcome.errno {
             throw rules.failure(errno, name: name, call: runtime.usesIOUring ? opcode.description : (isRead ? "preadv" : "pwritev"),
@@ -182,18 +182,28 @@ public final class AsyncFile: Sendable {
         return outcome.bytes
     }
 
+    /// The state of `scope` when its handler covers this file's requests, else nil (the
+    /// request then gets a handler of its own).
+    @inline(__always) private func covered(by scope: IOScope?) -> IOScopeState? {
+        guard let scope, scope.covers(runtime) else { return nil }
+        return scope.state
+    }
+
     /// Submits `request` and waits for its final completion, also when the task is cancelled
-    /// meanwhile (cancellation is forwarded to the kernel, then awaited).
+    /// meanwhile (cancellation is forwarded to the kernel, then awaited): by the request's
+    /// `IOScope`, or else by a handler around this one request.
     @inline(__always) nonisolated(nonsending) private func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
         let worker = runtime.worker(home: home)
-        let outcome = await withTaskCancellationHandler {
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<IOOutcome, Never>) in
-                request.continuation = continuation
-                worker.submit(request)
+        let outcome: IOOutcome
+        if request.scope != nil {
+            outcome = await withUnsafeContinuation { worker.submit(request, resuming: $0) }
+        } else {
+            outcome = await withTaskCancellationHandler {
+                await withUnsafeContinuation { worker.submit(request, resuming: $0) }
+            } onCancel: {
+                request.markCancelled()
+                worker.post(.cancel(request))
             }
-        } onCancel: {
-            request.markCancelled()
-            worker.post(.cancel(request))
         }
         if request.refusedByShutdown || (outcome.errno == .canceled && request.cancelledByShutdown) {
             throw DirectIOError(.cancelled, operation: name, path: path, offset: offset, detail: "the I/O runtime has shut down")

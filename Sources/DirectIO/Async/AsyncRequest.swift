@@ -21,6 +21,9 @@ final class AsyncRequest: @unchecked Sendable {
     /// pool registered uses READ_FIXED/WRITE_FIXED.
     let poolSlot: PoolSlot?
     let blockBytes: Int
+    /// The `IOScope` whose handler forwards this request's cancellation, if any; else the
+    /// request's own handler sets `cancelled`.
+    let scope: IOScopeState?
     private let cancelled = Atomic<Bool>(false)
 
     var continuation: UnsafeContinuation<IOOutcome, Never>?
@@ -31,7 +34,7 @@ final class AsyncRequest: @unchecked Sendable {
     /// A shutdown that cancels in-flight I/O asked the kernel to cancel this request.
     var cancelledByShutdown = false
 
-    init(opcode: Opcode, fd: Int32, address: UInt = 0, length: Int = 0, offset: Int64 = 0, dataOnly: Bool = false, poolSlot: PoolSlot? = nil, blockBytes: Int = 1) {
+    init(opcode: Opcode, fd: Int32, address: UInt = 0, length: Int = 0, offset: Int64 = 0, dataOnly: Bool = false, poolSlot: PoolSlot? = nil, blockBytes: Int = 1, scope: IOScopeState? = nil) {
         self.opcode = opcode
         self.fd = fd
         self.address = address
@@ -40,9 +43,10 @@ final class AsyncRequest: @unchecked Sendable {
         self.dataOnly = dataOnly
         self.poolSlot = poolSlot
         self.blockBytes = blockBytes
+        self.scope = scope
     }
 
-    var isCancelled: Bool { cancelled.load(ordering: .acquiring) }
+    var isCancelled: Bool { cancelled.load(ordering: .acquiring) || scope?.isCancelled == true }
 
     func markCancelled() { cancelled.store(true, ordering: .releasing) }
 

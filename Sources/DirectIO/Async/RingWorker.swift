@@ -27,6 +27,9 @@ final class RingWorker: @unchecked Sendable {
     enum Message: Sendable {
         case request(AsyncRequest)
         case cancel(AsyncRequest)
+        /// A scope's task was cancelled: cancel its requests in the kernel (those still waiting
+        /// see the scope's flag when their turn comes).
+        case cancelScope(IOScopeState)
         case job(UnownedJob)
         case register(BufferPool, CheckedContinuation<Void, Never>)
         /// A file is gone: drop its descriptor from the fixed-file table, then tell `release`.
@@ -206,9 +209,11 @@ final class RingWorker: @unchecked Sendable {
         return accepted
     }
 
-    /// Starts `request` from a task: straight into the ring on the worker's own thread,
-    /// through the inbox from any other. A worker that has exited refuses it at once.
-    func submit(_ request: AsyncRequest) {
+    /// Starts `request` from a task, which `continuation` resumes with the final outcome:
+    /// straight into the ring on the worker's own thread, through the inbox from any other. A
+    /// worker that has exited refuses it at once.
+    func submit(_ request: AsyncRequest, resuming continuation: UnsafeContinuation<IOOutcome, Never>) {
+        request.continuation = continuation
         if isCurrent {
             accept(request)
         } else if !post(.request(request)) {
@@ -244,6 +249,7 @@ final class RingWorker: @unchecked Sendable {
                 switch message {
                 case .request(let request): accept(request)
                 case .cancel(let request): cancel(request)
+                case .cancelScope(let scope): cancel(scope)
                 case .job(let job): local.pointee.localJobs.append(job)
                 case .register(let pool, let done):
                     engine.register(pool)
@@ -420,6 +426,13 @@ final class RingWorker: @unchecked Sendable {
         _ = try? engine.cancel(tag: request.tag)
     }
 
+    private func cancel(_ scope: IOScopeState) {
+        guard let engine = local.pointee.engine else { return }
+        for case let request? in local.pointee.pending where request.scope === scope {
+            _ = try? engine.cancel(tag: request.tag)
+        }
+    }
+
     private func complete(_ completion: consuming IOCompletion) {
         if completion.tag == Self.wakeTag {
             if let engine = local.pointee.engine, local.pointee.usesWakeRead, !(local.pointee.stopping && local.pointee.pendingCount == 0) { armWakeRead(engine) }
@@ -450,7 +463,7 @@ final class RingWorker: @unchecked Sendable {
             case .register(_, let done): done.resume()
             case .forget(let release): release.done()
             case .stop(_, let done): done?.resume()
-            case .cancel: break
+            case .cancel, .cancelScope: break
             }
         }
         // The wake read is the only request left: cancel it and wait for its completion, so the
