@@ -82,6 +82,15 @@ import DirectIO
             try? await file.read(into: &buffer, at: 0)
         }
         #expect(executorRead == 65536)
+
+        let scopedTotal = try await runtime.withIOScope { scope in
+            var total = 0
+            for block in 0..<64 {
+                total += try await file.read(into: &buffer, at: Int64(block) * 65536, in: scope)
+            }
+            return total
+        }
+        #expect(scopedTotal == 65536 && buffer.bytes() == [UInt8](repeating: 0xAB, count: 65536))
         await runtime.shutdown()
     }
 }
