@@ -55,7 +55,7 @@ public struct Bench: ParsableCommand {
     @Option(help: "uring or blocking.")
     var engine: EngineArgument = .uring
 
-    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls) async-executor (the same tasks on the ring's own executor) or async-scoped (those tasks with one IOScope each).")
+    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls), async-executor (the same tasks on the ring's own executor) or async-scoped (those tasks with one IOScope each).")
     var api: Workload.API = .batched
 
     @Option(help: "Rings of the async runtime (with the async APIs).")

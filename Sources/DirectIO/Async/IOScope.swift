@@ -43,6 +43,10 @@ public final class IOScope {
     func close() { isOpen = false }
 }
 
+/// Not `Sendable` on purpose, and not to be made so: the handler watches one task.
+@available(*, unavailable)
+extension IOScope: Sendable {}
+
 /// The part of a scope that rings see: whether its task was cancelled. Its handler sets the flag
 /// before it posts the cancellation, so a ring sees either the flag (at a request's start) or
 /// the request (when the cancellation arrives).
