@@ -45,7 +45,8 @@ import Testing
                         return try await runtime.withIOScope { scope -> String? in
                             guard var buffer = pool.take() else { return "pool empty" }
                             for step in 0..<40 {
-                                let block = (task * 7919 + step * 104_729) % 1024
+                                // Blocks 960 and up are the ones the tasks rewrite below: not read here.
+                                let block = (task * 7919 + step * 104_729) % 960
                                 guard try await file.read(into: &buffer, at: Int64(block * 4096), in: scope) == 4096,
                                       buffer.bytes() == Array(bytes[block * 4096..<(block + 1) * 4096]) else { return "block \(block) differs" }
                             }
