@@ -8,7 +8,8 @@ import SystemPackage
 /// task before the request is posted (the post goes through the worker's mutex, which orders
 /// it) or by the worker thread alone afterwards, and read by the task only after the
 /// continuation has resumed (which orders them again). `cancelled` is atomic, since the
-/// cancellation handler sets it from any thread.
+/// cancellation handler sets it from any thread; so is the flag of `scope` (a `let` of a
+/// `Sendable` type), which the scope's handler sets.
 final class AsyncRequest: @unchecked Sendable {
     let opcode: Opcode
     let fd: Int32
