@@ -52,8 +52,8 @@ public struct Bench: ParsableCommand {
     @Option(help: "Most completions handled per system call before resubmitting (fio's iodepth_batch_complete_max).")
     var reapBatch: Int = 1
 
-    @Option(help: "uring or blocking.")
-    var engine: EngineArgument = .uring
+    @Option(help: "auto (io_uring where this process may set up a ring, else blocking, said in the job's note), uring or blocking.")
+    var engine: EngineArgument = .auto
 
     @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls), async-executor (the same tasks on the ring's own executor) or async-scoped (those tasks with one IOScope each).")
     var api: Workload.API = .batched
@@ -80,8 +80,14 @@ public struct Bench: ParsableCommand {
     }
 
     public enum EngineArgument: String, ExpressibleByArgument, CaseIterable, Sendable {
-        case uring, blocking
-        var choice: IOEngine.Choice { self == .uring ? .ioUring : .blocking }
+        case auto, uring, blocking
+        var choice: IOEngine.Choice {
+            switch self {
+            case .auto: .automatic
+            case .uring: .ioUring
+            case .blocking: .blocking
+            }
+        }
     }
 
     /// The jobs these options describe.

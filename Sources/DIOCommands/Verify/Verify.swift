@@ -43,8 +43,8 @@ public struct Verify: ParsableCommand {
     @Option(help: "write, verify, or both.")
     var phase: Phase = .both
 
-    @Option(help: "uring or blocking.")
-    var engine: Bench.EngineArgument = .uring
+    @Option(help: "auto (io_uring where this process may set up a ring, else blocking), uring or blocking.")
+    var engine: Bench.EngineArgument = .auto
 
     @Flag(help: "Print one JSON object.")
     var json = false

@@ -30,6 +30,11 @@ public struct DeviceLimits: Sendable, Equatable {
     public var alignmentSource: AlignmentSource
     /// The block queue's limits; nil for filesystems without a block device (tmpfs, NFS).
     public var queue: QueueLimits?
+    /// Whether the filesystem accepts misaligned O_DIRECT requests by serving them through
+    /// the page cache (btrfs, below its sector size), detected by the probe. The alignments
+    /// above are then the ones that keep I/O direct: DirectIO bounces what breaks them itself,
+    /// where it is counted, instead of letting the kernel copy it unseen.
+    public var pageCacheServesMisaligned: Bool = false
 
     public enum AlignmentSource: String, Sendable {
         case statx = "statx"
@@ -165,7 +170,8 @@ public struct DeviceLimits: Sendable, Equatable {
         return DeviceLimits(
             path: path, filesystem: filesystem, device: "\(major):\(minor)", isBlockDevice: isBlock,
             directIO: directIO, directIONote: note, memoryAlignment: memory, offsetAlignment: offset,
-            readOffsetAlignment: readOffset, alignmentSource: source, queue: device.queue)
+            readOffsetAlignment: readOffset, alignmentSource: source, queue: device.queue,
+            pageCacheServesMisaligned: device.probe?.servesMisalignedThroughPageCache ?? false)
     }
 
     static func parentDirectory(of path: String) -> String {

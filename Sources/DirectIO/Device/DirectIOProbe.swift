@@ -15,6 +15,11 @@ struct DirectIOProbe: Sendable, Equatable {
     var offsetAlignment: Int?
     /// What the probe saw, for reports: why direct I/O does not work, or how it was checked.
     var note: String
+    /// Whether a misaligned O_DIRECT read succeeded only because the filesystem served it
+    /// through the page cache (btrfs does this for anything that breaks its sector size): the
+    /// kernel's own bounce, a copy the caller never sees. The alignments above are then the
+    /// ones that kept reads direct, so DirectIO bounces the rest itself, counted.
+    var servesMisalignedThroughPageCache = false
 
     /// Bytes the probe file holds: enough for devices with blocks up to 64 KiB.
     static let probeBytes = 64 * 1024
@@ -86,11 +91,26 @@ struct DirectIOProbe: Sendable, Equatable {
                 return DirectIOProbe(works: false, note: "O_DIRECT accepted at open, but a page-aligned direct write failed: \(error)")
             }
         }
+        // A read "works" only if it was direct: succeeded, and cached no page of the probe
+        // range. Each try starts from an uncached range so an earlier try cannot hide a later
+        // one's caching. Where residency cannot be read, or the range stays cached whatever we
+        // do (tmpfs: its pages are the file), a successful read counts as direct.
+        let range = probeBytes
+        var servedByPageCache = false
         func reads(at offset: Int, count: Int, memoryOffset: Int) -> Bool {
-            (try? Sys.pread(fd, base + memoryOffset, count, Int64(offset))) == count
+            _ = try? Sys.dropCachedPages(fd, offset: 0, length: Int64(range))
+            let before = try? Sys.cachedPages(fd, length: range)
+            guard (try? Sys.pread(fd, base + memoryOffset, count, Int64(offset))) == count else { return false }
+            if let before, let after = try? Sys.cachedPages(fd, length: range), after > before {
+                servedByPageCache = true
+                return false
+            }
+            return true
         }
         guard reads(at: 0, count: probeBytes, memoryOffset: 0) else {
-            return DirectIOProbe(works: false, note: "O_DIRECT accepted at open, but a page-aligned direct read failed")
+            return DirectIOProbe(works: false, note: servedByPageCache
+                ? "O_DIRECT accepted, but even a page-aligned direct read was served through the page cache"
+                : "O_DIRECT accepted at open, but a page-aligned direct read failed")
         }
         var memory = Sys.pageSize
         var alignment = 1
@@ -104,6 +124,11 @@ struct DirectIOProbe: Sendable, Equatable {
             if reads(at: alignment, count: alignment, memoryOffset: 0) { offset = alignment; break }
             alignment *= 2
         }
-        return DirectIOProbe(works: true, memoryAlignment: memory, offsetAlignment: offset, note: "checked by direct reads")
+        var probe = DirectIOProbe(works: true, memoryAlignment: memory, offsetAlignment: offset, note: "checked by direct reads")
+        if servedByPageCache {
+            probe.servesMisalignedThroughPageCache = true
+            probe.note += "; misaligned direct reads succeed but go through the page cache (the kernel copies them), so the alignments are those that kept reads direct"
+        }
+        return probe
     }
 }

@@ -25,7 +25,13 @@ final class RingBackend: EngineBackend {
     init(entries: UInt32, flags: RingSetupFlags, fixedBufferSlots wantedSlots: Int, fixedFileSlots wantedFiles: Int) throws(DirectIOError) {
         let ring: IORing
         do { ring = try IORing(entries: entries, flags: flags) } catch {
-            throw .system(error, operation: "create io_uring", call: "io_uring_setup")
+            // Recent kernels charge the ring's own memory to RLIMIT_MEMLOCK, as registered buffers
+            // always were, for processes without CAP_IPC_LOCK (measured on 6.18: setup fails
+            // with ENOMEM under a 4 KiB limit, works under 16 KiB): ENOMEM here is that limit.
+            let hint = error == .noMemory
+                ? "the ring's memory counts against RLIMIT_MEMLOCK (\(Sys.memlockLimit().map { "\($0 / 1024) KiB" } ?? "unlimited") here, shared by all of this user's rings and registered buffers): raise `ulimit -l` or systemd's LimitMEMLOCK="
+                : nil
+            throw .system(error, operation: "create io_uring", call: "io_uring_setup", detail: hint)
         }
         let opcodes: OpcodeSupport
         do { opcodes = try ring.probe() } catch {

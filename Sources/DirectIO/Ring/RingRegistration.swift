@@ -28,10 +28,22 @@ extension IORing {
     /// Points slots `first ..< first + regions.count` of the fixed-buffer table at `regions`
     /// (IORING_REGISTER_BUFFERS_UPDATE). The kernel pins the pages and charges them to
     /// RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK; an empty region (nil, 0) clears a slot.
+    ///
+    /// All or nothing: when the kernel takes only some of the regions (the memlock limit ran out
+    /// partway), the slots it did fill are cleared again and the error is thrown, so no slot of
+    /// a pool is left pointing at memory while its neighbours point at nothing (a READ_FIXED on
+    /// an empty slot fails with EFAULT).
     func updateBuffers(first: UInt32, regions: [iovec]) throws(Errno) {
-        try regions.withUnsafeBufferPointer { (vectors) throws(Errno) in
+        let done = try regions.withUnsafeBufferPointer { (vectors) throws(Errno) -> Int in
             try update(.updateBuffers, first: first, table: UnsafeRawPointer(vectors.baseAddress), count: vectors.count)
         }
+        guard done < regions.count else { return }
+        let empty = [iovec](repeating: iovec(iov_base: nil, iov_len: 0), count: done)
+        // Clearing never pins anything, so it cannot run out of memlock.
+        _ = try? empty.withUnsafeBufferPointer { (vectors) throws(Errno) -> Int in
+            try update(.updateBuffers, first: first, table: UnsafeRawPointer(vectors.baseAddress), count: vectors.count)
+        }
+        throw .noMemory
     }
 
     /// Registers an empty (sparse) fixed-file table of `count` slots (IORING_REGISTER_FILES2
@@ -45,9 +57,11 @@ extension IORing {
     /// Points fixed-file slots `first ..< first + fds.count` at `fds` (-1 clears a slot)
     /// (IORING_REGISTER_FILES_UPDATE2). The table holds its own reference to each file.
     func updateFiles(first: UInt32, fds: [Int32]) throws(Errno) {
-        try fds.withUnsafeBufferPointer { (table) throws(Errno) in
+        let done = try fds.withUnsafeBufferPointer { (table) throws(Errno) -> Int in
             try update(.updateFiles2, first: first, table: UnsafeRawPointer(table.baseAddress), count: table.count)
         }
+        // Callers update one slot at a time; a partial answer can only be "none of them".
+        if done < fds.count { throw .badFileDescriptor }
     }
 
     /// A resource table of `count` empty slots (struct io_uring_rsrc_register).
@@ -59,12 +73,15 @@ extension IORing {
     }
 
     /// Replaces `count` slots from `first` with the entries at `table` (struct io_uring_rsrc_update2).
-    private func update(_ opcode: RegisterOpcode, first: UInt32, table: UnsafeRawPointer?, count: Int) throws(Errno) {
+    /// Returns how many slots, from `first`, the kernel updated: it stops at the first entry it
+    /// cannot take (pinning past RLIMIT_MEMLOCK answers ENOMEM) and reports the count done, not
+    /// the error, when that count is not zero. Callers must not assume the whole range changed.
+    private func update(_ opcode: RegisterOpcode, first: UInt32, table: UnsafeRawPointer?, count: Int) throws(Errno) -> Int {
         var update = dio_rsrc_update2()
         update.offset = first
         update.data = UInt64(UInt(bitPattern: table))
         update.nr = UInt32(count)
-        _ = try Sys.ioUringRegister(fd, opcode: opcode.rawValue, arg: &update, count: UInt32(MemoryLayout<dio_rsrc_update2>.size))
+        return try Sys.ioUringRegister(fd, opcode: opcode.rawValue, arg: &update, count: UInt32(MemoryLayout<dio_rsrc_update2>.size))
     }
 }
 

@@ -106,11 +106,26 @@ enum Sys {
         _ = try check { Glibc.ftruncate(fd, off_t(length)) }
     }
 
-    /// `posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)`. It returns the error number instead of
+    /// `posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED)`: drops the clean cached pages
+    /// of a range (length 0: to the end of the file). It returns the error number instead of
     /// setting errno.
-    static func dropCachedPages(_ fd: Int32) throws(Errno) {
-        let result = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+    static func dropCachedPages(_ fd: Int32, offset: Int64 = 0, length: Int64 = 0) throws(Errno) {
+        let result = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_DONTNEED)
         if result != 0 { throw Errno(rawValue: result) }
+    }
+
+    /// How many pages of [0, length) of `fd` are in the page cache: a read-only shared mapping
+    /// and mincore(2), which reports residency without faulting anything in (fincore(1) does
+    /// the same). Works on every kernel, unlike cachestat(2) (6.5+).
+    static func cachedPages(_ fd: Int32, length: Int) throws(Errno) -> Int {
+        let pages = (length + pageSize - 1) / pageSize
+        guard pages > 0 else { return 0 }
+        let address = Glibc.mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0)
+        guard let address, address != dio_map_failed() else { throw Errno(rawValue: dio_errno()) }
+        defer { Glibc.munmap(address, length) }
+        var vector = [UInt8](repeating: 0, count: pages)
+        _ = try check { Glibc.mincore(address, length, &vector) }
+        return vector.reduce(0) { $0 + Int($1 & 1) }
     }
 
     /// `posix_fadvise(fd, offset, length, POSIX_FADV_SEQUENTIAL)`: doubles the readahead
