@@ -124,9 +124,12 @@ public struct Bench: ParsableCommand {
                 let rate = elapsed > job.rampSeconds ? Double(ios) / (elapsed - job.rampSeconds) : 0
                 printError("\r\(job.name): \(BenchResult.format(elapsed, digits: 1)) s, \(BenchResult.format(rate, digits: 0)) IOPS   ", newline: false)
             } : nil
-            let result = job.api == .batched
+            let swiotlbBefore = Preflight.KernelBounce.swiotlbSlotsInUse()
+            var result = job.api == .batched
                 ? try BenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, progress: progress)
                 : try AsyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, rings: rings)
+            result.swiotlbSlotsUsedBefore = swiotlbBefore
+            result.swiotlbSlotsUsedAfter = Preflight.KernelBounce.swiotlbSlotsInUse()
             if progress != nil { printError("\r" + String(repeating: " ", count: 60) + "\r", newline: false) }
             if json { print(result.json.rendered) }
             results.append(result)
@@ -136,6 +139,16 @@ public struct Bench: ParsableCommand {
             print(BenchResult.table(results))
             for result in results where !result.notes.isEmpty {
                 print("note (\(result.workload.name)): " + result.notes.joined(separator: "; "))
+            }
+            // DirectIO's own bounce is in the table; the kernel's (swiotlb) is invisible to it.
+            let kernel = results.map { result in
+                guard let before = result.swiotlbSlotsUsedBefore, let after = result.swiotlbSlotsUsedAfter else { return "unknown" }
+                return "\(before) → \(after)"
+            }
+            if kernel.allSatisfy({ $0 == "unknown" }) {
+                print("kernel bounce (swiotlb slots in use): unknown (debugfs not mounted at /sys/kernel/debug or not readable; `dio inspect` says which)")
+            } else {
+                print("kernel bounce (swiotlb slots in use before → after each job): " + zip(results, kernel).map { "\($0.workload.name) \($1)" }.joined(separator: ", "))
             }
         }
     }

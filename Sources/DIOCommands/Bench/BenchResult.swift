@@ -23,6 +23,10 @@ public struct BenchResult: Sendable {
     /// Whether the pool's buffers were registered (fixed buffers).
     public var registeredBuffers: Bool
     public var notes: [String]
+    /// The kernel's own bounce: swiotlb slots (2 KiB each) in use before and after the job;
+    /// nil where debugfs cannot tell (not mounted, or not root).
+    public var swiotlbSlotsUsedBefore: Int? = nil
+    public var swiotlbSlotsUsedAfter: Int? = nil
 
     public var iops: Double { seconds > 0 ? Double(ios) / seconds : 0 }
     public var bytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds : 0 }
@@ -53,6 +57,8 @@ public struct BenchResult: Sendable {
             ("hugePages", .string(workload.hugePages.description)),
             ("reapBatch", .int(workload.reapBatch)),
             ("seed", .int(Int(truncatingIfNeeded: workload.seed))),
+            ("swiotlbSlotsUsed", swiotlbSlotsUsedBefore == nil || swiotlbSlotsUsedAfter == nil ? .string("unknown")
+                : .object([("before", .optional(swiotlbSlotsUsedBefore)), ("after", .optional(swiotlbSlotsUsedAfter))])),
             ("notes", .array(notes.map(JSON.string))),
         ])
     }

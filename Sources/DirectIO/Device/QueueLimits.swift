@@ -23,38 +23,22 @@ public struct QueueLimits: Sendable, Hashable {
 
     /// Reads the limits for device `major:minor`, resolving a partition to its disk.
     /// Returns nil for devices without a block queue (tmpfs, NFS, other anonymous devices).
-    static func read(major: UInt32, minor: UInt32, sysfs: String = "/sys") -> QueueLimits? {
-        let link = "\(sysfs)/dev/block/\(major):\(minor)"
-        guard var directory = resolvedPath(link) else { return nil }
-        // A partition has no queue of its own: its limits are its disk's, one level up.
-        if access(directory + "/partition", F_OK) == 0 {
-            directory = String(directory[..<(directory.lastIndex(of: "/") ?? directory.endIndex)])
-        }
+    static func read(major: UInt32, minor: UInt32, files: SystemFiles = .live) -> QueueLimits? {
+        guard let directory = files.diskDirectory(major: major, minor: minor) else { return nil }
         let queue = directory + "/queue/"
-        guard let logical = readNumber(queue + "logical_block_size") else { return nil }
+        guard let logical = files.number(queue + "logical_block_size") else { return nil }
         let name = String(directory[directory.index(after: directory.lastIndex(of: "/") ?? directory.startIndex)...])
         return QueueLimits(
             deviceName: name,
             logicalBlockSize: logical,
-            physicalBlockSize: readNumber(queue + "physical_block_size") ?? logical,
-            maxIOBytes: (readNumber(queue + "max_sectors_kb") ?? 0) * 1024,
-            maxSegments: readNumber(queue + "max_segments") ?? 0,
-            maxSegmentBytes: readNumber(queue + "max_segment_size") ?? 0,
-            dmaAlignment: readNumber(queue + "dma_alignment") ?? (logical - 1),
-            virtBoundaryMask: readNumber(queue + "virt_boundary_mask") ?? 0)
+            physicalBlockSize: files.number(queue + "physical_block_size") ?? logical,
+            maxIOBytes: (files.number(queue + "max_sectors_kb") ?? 0) * 1024,
+            maxSegments: files.number(queue + "max_segments") ?? 0,
+            maxSegmentBytes: files.number(queue + "max_segment_size") ?? 0,
+            dmaAlignment: files.number(queue + "dma_alignment") ?? (logical - 1),
+            virtBoundaryMask: files.number(queue + "virt_boundary_mask") ?? 0)
     }
 
-    private static func resolvedPath(_ path: String) -> String? {
-        guard let resolved = realpath(path, nil) else { return nil }
-        defer { free(resolved) }
-        return String(cString: resolved)
-    }
-
-    /// The decimal number in a sysfs attribute file.
-    static func readNumber(_ path: String) -> Int? {
-        guard let text = readSmallFile(path) else { return nil }
-        return Int(text.trimmingWhitespace())
-    }
 }
 
 /// Reads a small text file (sysfs attributes, /proc files) whole.

@@ -212,6 +212,32 @@ enum Sys {
         _ = try check { Glibc.linkat(AT_FDCWD, from, AT_FDCWD, to, flags) }
     }
 
+    /// `access(path, F_OK)`: whether `path` exists (following links).
+    static func exists(_ path: String) -> Bool {
+        Glibc.access(path, F_OK) == 0
+    }
+
+    /// `realpath(path, NULL)`: the path with every symbolic link resolved.
+    static func realpath(_ path: String) throws(Errno) -> String {
+        guard let resolved = Glibc.realpath(path, nil) else { throw Errno(rawValue: dio_errno()) }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// The names in directory `path` (`opendir`/`readdir`), without "." and "..".
+    static func directoryEntries(_ path: String) throws(Errno) -> [String] {
+        guard let directory = opendir(path) else { throw Errno(rawValue: dio_errno()) }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     // MARK: Memory
 
     /// `mmap(NULL, length, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|extraFlags, -1, 0)`.

@@ -1,0 +1,87 @@
+import Glibc
+
+/// Reads the kernel's text interfaces (procfs, sysfs, debugfs) under a root directory: "/" on
+/// a live system, a fixture tree in tests, so every reader can be tried against swiotlb forced,
+/// a 32-bit DMA mask, io_uring disabled and so on without such a machine.
+///
+/// Every reader answers nil for a file that is missing, unreadable or malformed: a report says
+/// "unknown" rather than guessing, and never traps.
+struct SystemFiles: Sendable {
+    /// Prefix for every absolute path read ("" for the live system).
+    let root: String
+
+    static let live = SystemFiles(root: "")
+
+    init(root: String) {
+        self.root = root == "/" ? "" : root
+    }
+
+    func text(_ path: String) -> String? { readSmallFile(root + path) }
+
+    /// The decimal number that is the whole of file `path`.
+    func number(_ path: String) -> Int? {
+        text(path).flatMap { Int($0.trimmingWhitespace()) }
+    }
+
+    /// The names in directory `path`, nil when it cannot be listed (missing, or root-only).
+    func entries(_ path: String) -> [String]? { try? Sys.directoryEntries(root + path) }
+
+    func exists(_ path: String) -> Bool { Sys.exists(root + path) }
+
+    /// `path` with links resolved, still relative to the root (nil when it does not resolve
+    /// inside it).
+    func resolved(_ path: String) -> String? {
+        guard let full = try? Sys.realpath(root + path) else { return nil }
+        guard root.isEmpty || full.hasPrefix(rootResolved + "/") else { return nil }
+        return root.isEmpty ? full : String(full.dropFirst(rootResolved.count))
+    }
+
+    private var rootResolved: String { (try? Sys.realpath(root)) ?? root }
+
+    /// The value after "Key:" on the line that starts with it (/proc/self/status style).
+    func field(_ key: String, in path: String) -> String? {
+        guard let text = text(path) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
+            return String(line.dropFirst(key.count + 1)).trimmingWhitespace()
+        }
+        return nil
+    }
+
+    // MARK: Block devices
+
+    /// The sysfs directory of block device `major:minor` (relative to the root), with a
+    /// partition resolved to its disk: a partition has no queue or device link of its own.
+    func diskDirectory(major: UInt32, minor: UInt32) -> String? {
+        guard var directory = resolved("/sys/dev/block/\(major):\(minor)") else { return nil }
+        if exists(directory + "/partition"), let slash = directory.lastIndex(of: "/") {
+            directory = String(directory[..<slash])
+        }
+        return directory
+    }
+
+    /// The sysfs directory of the disk named `name` ("vda", "loop3", "sda1"), via
+    /// /sys/class/block, with a partition resolved to its disk.
+    func diskDirectory(named name: String) -> String? {
+        guard var directory = resolved("/sys/class/block/\(name)") else { return nil }
+        if exists(directory + "/partition"), let slash = directory.lastIndex(of: "/") {
+            directory = String(directory[..<slash])
+        }
+        return directory
+    }
+
+    /// The block device behind the mount of device `major:minor` (a btrfs or overlay mount has
+    /// an anonymous device number with no sysfs entry; its source names the real disk): the
+    /// source's name when it is a /dev path.
+    func mountSourceDevice(major: UInt32, minor: UInt32) -> String? {
+        guard let mountinfo = text("/proc/self/mountinfo") else { return nil }
+        for line in mountinfo.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count > 2, fields[2] == "\(major):\(minor)",
+                  let separator = fields.firstIndex(of: "-"), separator + 2 < fields.count else { continue }
+            let source = fields[separator + 2]
+            guard source.hasPrefix("/dev/") else { return nil }
+            return String(source.dropFirst(5))
+        }
+        return nil
+    }
+}
