@@ -42,8 +42,18 @@ struct Inspect: ParsableCommand {
             if let error = report.pathError { throw error }
             throw ValidationError("cannot inspect \(path)")
         }
-        // What `.automatic` picks here (honouring DIRECTIO_ENGINE), and why.
-        let automatic = try IOEngine(.automatic, queueDepth: 4)
+        // What `.automatic` picks here (honouring DIRECTIO_ENGINE), and why; a forced io_uring
+        // that the kernel refuses is reported, not fatal: this command exists to explain it.
+        let engineKind: String
+        let engineNotes: [String]
+        do {
+            let automatic = try IOEngine(.automatic, queueDepth: 4)
+            engineKind = automatic.kind.rawValue
+            engineNotes = automatic.notes
+        } catch {
+            engineKind = "none"
+            engineNotes = ["\(error)"]
+        }
         let memlock = MemoryLimits.memlockLimitBytes
         let ring = report.ioUring
 
@@ -71,8 +81,8 @@ struct Inspect: ParsableCommand {
                 ("ioUring", .bool(ring.available == true)),
                 ("ioUringSetupFlags", .optional(ring.setupFlags)),
                 ("ioUringNote", .optional(ring.setupError)),
-                ("engine", .string(automatic.kind.rawValue)),
-                ("engineNotes", .array(automatic.notes.map(JSON.string))),
+                ("engine", .string(engineKind)),
+                ("engineNotes", .array(engineNotes.map(JSON.string))),
                 ("memlockLimitBytes", memlock.map { JSON.int(Int(clamping: $0)) } ?? .null),
                 ("kernelBounce", report.kernelBounce.json),
                 ("ioUringAccess", ring.json),
@@ -120,7 +130,7 @@ struct Inspect: ParsableCommand {
             ("  io_uring_group", known(ring.group) + (ring.inGroup.map { $0 ? " (this process is in it)" : " (this process is not in it)" } ?? "")),
             ("  seccomp", ring.seccompMode.map { ["none", "strict", "filter"][min(max($0, 0), 2)] + (ring.seccompFilters.map { ", \($0) filters" } ?? "") } ?? "unknown"),
             ("  opcodes", ring.lastOpcode.map { "\($0 + 1) known to the kernel; DirectIO's: \(ring.opcodes.joined(separator: " "))" + (ring.missingOpcodes.isEmpty ? "" : "; missing: \(ring.missingOpcodes.joined(separator: " "))") } ?? "unknown"),
-            ("engine", automatic.kind.rawValue + (automatic.notes.isEmpty ? "" : " (" + automatic.notes.joined(separator: "; ") + ")")),
+            ("engine", engineKind + (engineNotes.isEmpty ? "" : " (" + engineNotes.joined(separator: "; ") + ")")),
             ("", ""),
             ("RLIMIT_MEMLOCK", memory.limitKnown ? (memory.limitBytes.map { "\($0) bytes" } ?? "unlimited") : "unknown"),
             ("  CAP_IPC_LOCK", memory.capIPCLock.map { $0 ? "yes (the limit does not apply)" : "no" } ?? "unknown"),
@@ -164,7 +174,9 @@ struct PoolReport {
     init(bytes: Int) throws {
         let count = max(1, (bytes + Self.bufferBytes - 1) / Self.bufferBytes)
         let pool = try BufferPool(count: count, bufferBytes: Self.bufferBytes)
-        let engine = try IOEngine(.automatic, queueDepth: 4)
+        // A forced io_uring (DIRECTIO_ENGINE) the kernel refuses leaves the blocking engine,
+        // whose refusal to register says why.
+        let engine = try (try? IOEngine(.automatic, queueDepth: 4)) ?? IOEngine(.blocking, queueDepth: 4)
         registration = engine.register(pool)
         self.bytes = count * Self.bufferBytes
         mapping = pool.mapping

@@ -39,6 +39,14 @@ import Testing
         #expect(jobs.allSatisfy { $0.engine == .ioUring && $0.mode == .direct && $0.buffers == .registered })
     }
 
+    @Test func theDefaultEngineFallsBackWhereIoUringIsRefused() throws {
+        // `dio bench` with no --engine must run under any RLIMIT_MEMLOCK or io_uring policy.
+        let jobs = try Bench.parse(["--rw", "randread"]).workloads(sizeBytes: 1 << 30)
+        #expect(jobs.map(\.engine) == [.automatic])
+        let verify = try Verify.parse(["/tmp/x"])
+        #expect(verify.engine == .auto)
+    }
+
     @Test func badOptionsAreRefusedWithTheReason() {
         #expect(throws: (any Error).self) { _ = try Bench.parse(["--rw", "sideways"]) }
         #expect(throws: (any Error).self) { _ = try Bench.parse(["--bs", "lots"]) }
@@ -60,7 +68,7 @@ import Testing
         defer { TestSupport.remove(directory) }
         let path = directory + "/bench.dat"
         let engine = choice == .ioUring ? "uring" : "blocking"
-        let result = try TestSupport.run([TestSupport.dioExecutable, "bench", path, "--rw", "randrw", "--bs", "4k", "--iodepth", "8",
+        let result = try TestSupport.runDioNeedingRings(["bench", path, "--rw", "randrw", "--bs", "4k", "--iodepth", "8",
                                           "--size", "16m", "--runtime", "0.3", "--ramp", "0.1", "--engine", engine, "--json"])
         #expect(result.status == 0, "\(result.error)")
         let lines = result.output.split(separator: "\n")

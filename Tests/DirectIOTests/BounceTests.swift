@@ -23,7 +23,7 @@ import DIOCommands
         for (index, config) in EngineTests.engines.enumerated() {
             try BounceWorkload.run(path: directory + "/random\(index)", engine: config.make(), operations: 200, span: 300_000, seed: 43 + UInt64(index))
         }
-        let engine = try IOEngine(.ioUring)
+        let engine = try TestSupport.ringEngine()
         let file = try DirectFile(path: path, options: OpenOptions(create: true), engine: engine)
         let bytes = TestSupport.pattern(count: 10_001, seed: 42)
         #expect(try file.write(bytes, at: 77) == 10_001)
@@ -51,7 +51,7 @@ import DIOCommands
             Thread {
                 defer { done.leave() }
                 do {
-                    let file = try DirectFile(path: path, engine: IOEngine(.ioUring, queueDepth: 4))
+                    let file = try DirectFile(path: path, engine: IOEngine(queueDepth: 4))
                     for round in 0..<writesPerThread {
                         // Range k covers [k*1000, (k+1)*1000): block edges never line up.
                         let range = round * threads + thread
@@ -150,7 +150,7 @@ import DIOCommands
             Thread {
                 defer { done.leave() }
                 do {
-                    let file = try DirectFile(path: path, options: OpenOptions(bouncePool: pool), engine: IOEngine(.ioUring, queueDepth: 2))
+                    let file = try DirectFile(path: path, options: OpenOptions(bouncePool: pool), engine: IOEngine(queueDepth: 2))
                     for round in 0..<20 {
                         let range = round * 20 + writer
                         _ = try file.write([UInt8](repeating: UInt8(1 + range % 250), count: 3000), at: Int64(range * 3000))

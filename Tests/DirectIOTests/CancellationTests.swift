@@ -14,7 +14,7 @@ import Testing
     }
 
     @Test func cancellingAnInFlightReadReturnsItsBufferWithECANCELED() throws {
-        let engine = try IOEngine(.ioUring, queueDepth: 8)
+        let engine = try TestSupport.ringEngine(queueDepth: 8)
         let pool = try BufferPool(count: 4, bufferBytes: 4096)
         engine.register(pool)
         let (readEnd, writeEnd) = try pipePair()
@@ -55,7 +55,7 @@ import Testing
     @Test func cancelRacingCompletionGivesExactlyOneOutcomePerRequest() throws {
         // Half the reads have data waiting (they complete), half do not (they are cancelled);
         // cancelling all of them must still yield exactly one completion each.
-        let engine = try IOEngine(.ioUring, queueDepth: 64)
+        let engine = try TestSupport.ringEngine(queueDepth: 64)
         let pool = try BufferPool(count: 64, bufferBytes: 4096)
         engine.register(pool)
         var pipes: [(Int32, Int32)] = []
@@ -97,7 +97,7 @@ import Testing
         var pipes: [(Int32, Int32)] = []
         defer { for (r, w) in pipes { close(r); close(w) } }
         do {
-            let engine = try IOEngine(.ioUring, queueDepth: 8)
+            let engine = try TestSupport.ringEngine(queueDepth: 8)
             engine.register(pool)
             for index in 0..<8 {
                 let pair = try pipePair()

@@ -5,7 +5,7 @@ import Testing
 /// The raw ring: setup, probe, submission and completion bookkeeping, CQ overflow.
 @Suite struct RingTests {
     @Test func setupAcceptsFioFlagsOnThisKernel() throws {
-        let ring = try IORing(entries: 8, flags: .threadPerCore)
+        let ring = try TestSupport.ring(entries: 8, flags: .threadPerCore)
         // Linux 6.1+ accepts all of them; the machine runs 6.18.
         let flags = ring.setupFlags
         let cqEntries = ring.cq.entries
@@ -18,7 +18,7 @@ import Testing
     }
 
     @Test func probeReportsTheOpcodesDirectIOUses() throws {
-        let ring = try IORing(entries: 4, flags: .anyThread)
+        let ring = try TestSupport.ring(entries: 4, flags: .anyThread)
         let support = try ring.probe()
         for opcode in [Opcode.nop, .read, .write, .readFixed, .writeFixed, .readv, .writev, .fsync, .fallocate, .asyncCancel] {
             #expect(support.supports(opcode), "\(opcode)")
@@ -31,7 +31,7 @@ import Testing
     @Test func overflowedCompletionsAreAllDelivered() throws {
         // 4 SQEs and 8 CQEs; 64 NOPs submitted without reaping overflow the CQ 7 times over.
         // With IORING_FEAT_NODROP the kernel keeps the excess; reaping must get every one.
-        var ring = try IORing(entries: 4, flags: .anyThread)
+        var ring = try TestSupport.ring(entries: 4, flags: .anyThread)
         let total = 64
         var submitted = 0
         while submitted < total {
@@ -58,7 +58,7 @@ import Testing
     }
 
     @Test func submissionQueueReportsFullAndRecovers() throws {
-        var ring = try IORing(entries: 2, flags: .anyThread)
+        var ring = try TestSupport.ring(entries: 2, flags: .anyThread)
         for _ in 0..<2 {
             let entry = ring.sq.nextEntry()
             entry?.prepareNop()

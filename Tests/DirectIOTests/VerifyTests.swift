@@ -7,7 +7,7 @@ import Testing
 /// apart (RELIABILITY-CASES 20).
 @Suite struct VerifyTests {
     private func verify(_ path: String, _ arguments: [String]) throws -> (status: Int32, json: [String: Any]) {
-        let result = try TestSupport.run([TestSupport.dioExecutable, "verify", path, "--json"] + arguments)
+        let result = try TestSupport.runDioNeedingRings(["verify", path, "--json"] + arguments)
         return (result.status, try TestSupport.json(result.output))
     }
 

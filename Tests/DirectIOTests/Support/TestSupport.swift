@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SystemPackage
 import Testing
 @testable import DirectIO
 import DIOCommands
@@ -107,6 +108,70 @@ enum TestSupport {
             directory.deleteLastPathComponent()
         }
         return directory.appendingPathComponent("dio").path
+    }
+
+    // MARK: Locked memory
+
+    /// Whether RLIMIT_MEMLOCK binds this process: no CAP_IPC_LOCK and a finite limit. `.ci/run`
+    /// runs the byte-exact suites as nobody under limits of 0, 64 KiB, 100 KiB and 1 MiB, where
+    /// the kernel refuses rings (their memory counts against the limit), pinned pools and
+    /// zero-copy sends; DirectIO must then fall back and still be byte-exact.
+    static let memlockBinds: Bool = {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let capEff = status.split(separator: "\n").first { $0.hasPrefix("CapEff:") }
+            .flatMap { UInt64($0.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16) } ?? 0
+        let hasIPCLock = capEff & (1 << 14) != 0
+        return !hasIPCLock && MemoryLimits.memlockLimitBytes != nil
+    }()
+
+    /// Skips the running test (printing why) when `error` is the kernel refusing memory while
+    /// RLIMIT_MEMLOCK binds: the test's subject needs what the limit forbids. Returns
+    /// otherwise, so the caller rethrows.
+    static func skipIfMemlockRefused(_ error: any Error, _ what: String) throws {
+        let refused = (error as? DirectIOError)?.errno == .noMemory || (error as? Errno) == .noMemory
+            || "\(error)".contains("RLIMIT_MEMLOCK")
+        guard memlockBinds && refused else { return }
+        print("skipped: \(what) needs locked memory that RLIMIT_MEMLOCK (\(MemoryLimits.memlockLimitBytes.map { "\($0 / 1024) KiB" } ?? "unlimited")) does not allow: \(error)")
+        try Test.cancel("RLIMIT_MEMLOCK refuses \(what)")
+    }
+
+    /// An io_uring engine, for tests about io_uring itself; skipped where RLIMIT_MEMLOCK refuses
+    /// the ring.
+    static func ringEngine(queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedFileSlots: Int = 256) throws -> IOEngine {
+        do { return try IOEngine(.ioUring, queueDepth: queueDepth, ringFlags: ringFlags, fixedFileSlots: fixedFileSlots) } catch {
+            try skipIfMemlockRefused(error, "an io_uring ring")
+            throw error
+        }
+    }
+
+    /// A raw ring, skipped where RLIMIT_MEMLOCK refuses it.
+    static func ring(entries: UInt32, flags: RingSetupFlags) throws -> DirectIO.IORing {
+        do { return try DirectIO.IORing(entries: entries, flags: flags) } catch {
+            try skipIfMemlockRefused(error, "an io_uring ring")
+            throw error
+        }
+    }
+
+    /// Whether the pool was registered. Where RLIMIT_MEMLOCK binds, a refusal that names the
+    /// limit is the fallback working (printed, false); any other refusal is an issue.
+    static func registered(_ registration: BufferPool.Registration, sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
+        if case .registered = registration { return true }
+        if memlockBinds && "\(registration)".contains("RLIMIT_MEMLOCK") {
+            print("fallback: \(registration)")
+            return false
+        }
+        Issue.record("expected the pool to be registered: \(registration)", sourceLocation: sourceLocation)
+        return false
+    }
+
+    /// Runs `dio` with `arguments`; skips the test where a forced io_uring engine is refused
+    /// under a binding RLIMIT_MEMLOCK.
+    static func runDioNeedingRings(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, error: String) {
+        let result = try run([dioExecutable] + arguments, environment: environment)
+        if result.status != 0 && result.error.contains("RLIMIT_MEMLOCK") {
+            try skipIfMemlockRefused(DirectIOError(.outOfMemory, operation: "dio \(arguments.first ?? "")", detail: result.error), "dio's forced io_uring engine")
+        }
+        return result
     }
 
     /// Parses one JSON object printed by `dio ... --json`.

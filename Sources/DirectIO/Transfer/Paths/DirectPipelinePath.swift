@@ -129,6 +129,9 @@ final class DirectPipelinePath: TransferPath {
                     }
                     if isWrite {
                         written += Int64(expected)
+                        // Progress (and cancellation) per chunk, not per reap: the blocking
+                        // engine finishes a whole pool's worth of writes in one reap.
+                        failure = failure ?? meter.catchUp(to: written, reported: &reported, reaching: range.destinationOffset + written)
                         return  // the buffer goes back to the pool as the completion is dropped
                     }
                     guard failure == nil, let buffer = completion.takeBuffer() else { return }

@@ -106,6 +106,14 @@ final class ZeroCopySendPath: TransferPath {
                     sending = false
                     sends += 1
                     if completion.outcome.copiedByKernel { sendsCopied += 1 }
+                    if completion.outcome.errno == .noMemory {
+                        // The kernel charges the pages a zero-copy send pins to RLIMIT_MEMLOCK
+                        // (mm_account_pinned_pages): not an I/O failure, so the next path sends
+                        // the rest with a copy.
+                        let limit = Sys.memlockLimit().map { "\($0 / 1024) KiB" } ?? "unlimited"
+                        failure = failure ?? .unsupported("SEND_ZC: out of memory: the kernel charges pages pinned by zero-copy sends to RLIMIT_MEMLOCK (\(limit) here); raise `ulimit -l` or grant CAP_IPC_LOCK", moved: moved)
+                        return
+                    }
                     if let errno = completion.outcome.errno {
                         failure = failure ?? .failed(.system(errno, operation: "transfer (send-zc)", call: "SEND_ZC", path: destination.label, offset: range.destinationOffset + moved))
                         return
