@@ -38,11 +38,13 @@ struct SystemFiles: Sendable {
 
     private var rootResolved: String { (try? Sys.realpath(root)) ?? root }
 
-    /// The value after "Key:" on the line that starts with it (/proc/self/status style).
+    /// The value after "Key:" on the first line whose part before the colon, without the
+    /// padding, is `key` (/proc/self/status writes "Seccomp:\t2", /proc/cpuinfo "flags\t\t: ...").
     func field(_ key: String, in path: String) -> String? {
         guard let text = text(path) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
-            return String(line.dropFirst(key.count + 1)).trimmingWhitespace()
+        for line in text.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":"), String(line[..<colon]).trimmingWhitespace() == key else { continue }
+            return String(line[line.index(after: colon)...]).trimmingWhitespace()
         }
         return nil
     }
