@@ -107,35 +107,60 @@ extension SystemTests {
         #expect(json["pageCacheServesMisaligned"] as? Bool == true)
         #expect((json["findings"] as? [[String: Any]])?.contains { ($0["problem"] as? String)?.contains("page cache") == true } == true)
 
-        // The kernel really does copy: a misaligned O_DIRECT read of our own caches a page.
-        try dropCache()
-        let direct = open(path, O_RDONLY | DIO_O_DIRECT)
-        try #require(direct >= 0)
-        let raw = try AlignedBuffer(byteCount: 8192)
-        #expect(pread(direct, raw.baseAddress + 1, 100, 8192 + 100) == 100)
-        close(direct)
-        #expect(try cached() > 0, "btrfs no longer serves misaligned O_DIRECT through the page cache: the probe's premise changed")
-
-        // Through DirectIO, the same kind of requests leave the page cache as it was.
-        try dropCache()
-        let engine = try IOEngine()
-        let file = try DirectFile(path: path, engine: engine)
-        var random = SplitMix(seed: 92)
+        // The same 200 requests (misaligned memory, offsets and lengths; even steps read, odd
+        // ones write), once as raw O_DIRECT calls and once through DirectIO. After each, count
+        // whether it left pages in the page cache, then empty it again. btrfs copies every
+        // misaligned raw read through the cache; DirectIO sends only 4096-aligned I/O.
+        // btrfs also caches the odd aligned O_DIRECT request on its own (a plain C loop of
+        // aligned pread/pwrite saw about 1 in 500 here, the first read after mount always),
+        // hence a bound rather than zero.
         let arena = try AlignedBuffer(byteCount: 3 * 65536)
-        for step in 0..<200 {
-            let offset = Int(random.next() % UInt64(size - 70_000))
-            let length = 1 + Int(random.next() % 65_000)
-            let memory = UnsafeMutableRawBufferPointer(start: arena.baseAddress + Int(random.next() % 4096), count: length)
+        func workload(_ perform: (_ step: Int, _ memory: UnsafeMutableRawBufferPointer, _ offset: Int) throws -> Void) throws -> Int {
+            try dropCache()
+            var random = SplitMix(seed: 92)
+            var cachingSteps = 0
+            for step in 0..<200 {
+                let offset = Int(random.next() % UInt64(size - 70_000))
+                let length = 1 + Int(random.next() % 65_000)
+                let memory = UnsafeMutableRawBufferPointer(start: arena.baseAddress + 1 + Int(random.next() % 4095), count: length)
+                try perform(step, memory, offset)
+                if try cached() > 0 {
+                    cachingSteps += 1
+                    try dropCache()
+                }
+            }
+            return cachingSteps
+        }
+        let direct = open(path, O_RDWR | DIO_O_DIRECT)
+        try #require(direct >= 0)
+        defer { close(direct) }
+        let raw = try workload { (step, memory, offset) throws in
             if step % 2 == 0 {
-                #expect(try file.read(into: memory, at: Int64(offset)) == length)
-                #expect(Array(memory) == Array(model[offset..<offset + length]), "read \(step) at \(offset)")
+                #expect(pread(direct, memory.baseAddress, memory.count, off_t(offset)) == memory.count, "raw read \(step)")
+                #expect(Array(memory) == Array(model[offset..<offset + memory.count]), "raw read \(step) at \(offset)")
             } else {
-                for index in 0..<length { memory[index] = UInt8(truncatingIfNeeded: step &* 31 &+ index) }
-                #expect(try file.write(UnsafeRawBufferPointer(memory), at: Int64(offset)) == length)
-                model.replaceSubrange(offset..<offset + length, with: memory)
+                for index in 0..<memory.count { memory[index] = UInt8(truncatingIfNeeded: step &* 7 &+ index) }
+                #expect(pwrite(direct, memory.baseAddress, memory.count, off_t(offset)) == memory.count, "raw write \(step)")
+                model.replaceSubrange(offset..<offset + memory.count, with: memory)
             }
         }
-        #expect(try cached() == 0, "DirectIO's misaligned requests went through the page cache")
+        // Misaligned writes go through the cache too, but btrfs writes those pages back and
+        // drops them before returning; the reads' pages stay.
+        #expect(raw >= 95, "btrfs no longer serves misaligned O_DIRECT reads through the page cache (\(raw) of 200 requests left pages): the probe's premise changed")
+
+        let file = try DirectFile(path: path, engine: IOEngine())
+        let throughDirectIO = try workload { (step, memory, offset) throws in
+            if step % 2 == 0 {
+                #expect(try file.read(into: memory, at: Int64(offset)) == memory.count)
+                #expect(Array(memory) == Array(model[offset..<offset + memory.count]), "read \(step) at \(offset)")
+            } else {
+                for index in 0..<memory.count { memory[index] = UInt8(truncatingIfNeeded: step &* 31 &+ index) }
+                #expect(try file.write(UnsafeRawBufferPointer(memory), at: Int64(offset)) == memory.count)
+                model.replaceSubrange(offset..<offset + memory.count, with: memory)
+            }
+        }
+        print("btrfs: raw misaligned O_DIRECT left pages in the page cache after \(raw) of 200 requests, DirectIO after \(throughDirectIO)")
+        #expect(throughDirectIO <= 10, "\(throughDirectIO) of 200 DirectIO requests left pages in the page cache (raw misaligned O_DIRECT: \(raw)); limits: \(file.limits)")
         #expect(file.statistics.bytesBounced > 0)
         TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: size), model, "btrfs after misaligned DirectIO requests")
     }

@@ -40,9 +40,9 @@ extension Preflight {
 extension Preflight.KernelBounce {
     /// Reads everything for block device `major:minor` (a file's filesystem device, or a
     /// device node's own number); without a device, only the system-wide reasons.
-    init(device: (major: UInt32, minor: UInt32)?, files: SystemFiles) {
+    init(device: (major: UInt32, minor: UInt32)?, path: String? = nil, files: SystemFiles) {
         if let device {
-            (dmaDevice, dmaMaskBits, dmaDeviceNote) = Self.dmaDevice(major: device.major, minor: device.minor, files: files)
+            (dmaDevice, dmaMaskBits, dmaDeviceNote) = Self.dmaDevice(major: device.major, minor: device.minor, path: path, files: files)
         } else {
             (dmaDevice, dmaMaskBits, dmaDeviceNote) = (nil, nil, "no path inspected: no device's DMA mask was checked")
         }
@@ -76,9 +76,9 @@ extension Preflight.KernelBounce {
     /// The device doing the DMA: walk up from the disk's sysfs directory to the first parent
     /// with `dma_mask_bits` (the PCI function of a virtio or NVMe disk). Filesystems on an
     /// anonymous device (btrfs) are resolved through their mount's source first.
-    private static func dmaDevice(major: UInt32, minor: UInt32, files: SystemFiles) -> (String?, Int?, String) {
+    private static func dmaDevice(major: UInt32, minor: UInt32, path: String?, files: SystemFiles) -> (String?, Int?, String) {
         var disk = files.diskDirectory(major: major, minor: minor)
-        if disk == nil, let source = files.mountSourceDevice(major: major, minor: minor) {
+        if disk == nil, let source = files.mountSourceDevice(major: major, minor: minor, path: path) {
             disk = files.diskDirectory(named: source)
         }
         guard let disk else {

@@ -55,7 +55,7 @@ public struct Preflight: Sendable {
     init(files: SystemFiles, limits: DeviceLimits?, pathError: DirectIOError? = nil, tryRing: Bool, rings: Int, queueDepth: Int, poolBytes: Int) {
         self.limits = limits
         self.pathError = pathError
-        kernelBounce = KernelBounce(device: limits.flatMap { Self.deviceNumbers($0.device) }, files: files)
+        kernelBounce = KernelBounce(device: limits.flatMap { Self.deviceNumbers($0.device) }, path: limits?.path, files: files)
         ioUring = RingAccess(files: files, tryRing: tryRing)
         lockedMemory = LockedMemory(files: files, rings: rings, queueDepth: queueDepth, poolBytes: poolBytes)
         findings = Self.findings(kernelBounce: kernelBounce, ioUring: ioUring, lockedMemory: lockedMemory, limits: limits)

@@ -71,19 +71,30 @@ struct SystemFiles: Sendable {
         return directory
     }
 
-    /// The block device behind the mount of device `major:minor` (a btrfs or overlay mount has
-    /// an anonymous device number with no sysfs entry; its source names the real disk): the
-    /// source's name when it is a /dev path.
-    func mountSourceDevice(major: UInt32, minor: UInt32) -> String? {
+    /// The block device behind the mount holding device `major:minor` or, failing that, path
+    /// `path`: a btrfs or overlay file has an anonymous device number with no sysfs entry, and
+    /// btrfs's differs from the one its mountinfo line shows (each subvolume has its own), so
+    /// the mount is then found as the longest mount point containing the path. Its source's
+    /// name when that is a /dev path.
+    func mountSourceDevice(major: UInt32, minor: UInt32, path: String?) -> String? {
         guard let mountinfo = text("/proc/self/mountinfo") else { return nil }
+        var byPath: (length: Int, source: Substring)? = nil
+        let resolvedPath = path.map { (try? Sys.realpath(root + $0)).map { root.isEmpty ? $0 : String($0.dropFirst(rootResolved.count)) } ?? $0 }
         for line in mountinfo.split(separator: "\n") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count > 2, fields[2] == "\(major):\(minor)",
-                  let separator = fields.firstIndex(of: "-"), separator + 2 < fields.count else { continue }
+            guard fields.count > 4, let separator = fields.firstIndex(of: "-"), separator + 2 < fields.count else { continue }
             let source = fields[separator + 2]
-            guard source.hasPrefix("/dev/") else { return nil }
-            return String(source.dropFirst(5))
+            if fields[2] == "\(major):\(minor)" { return Self.deviceName(source) }
+            let mountPoint = fields[4]
+            if let resolvedPath, resolvedPath == mountPoint || resolvedPath.hasPrefix(mountPoint == "/" ? "/" : mountPoint + "/"),
+               mountPoint.count > byPath?.length ?? -1 {
+                byPath = (mountPoint.count, source)
+            }
         }
-        return nil
+        return byPath.flatMap { Self.deviceName($0.source) }
+    }
+
+    private static func deviceName(_ source: Substring) -> String? {
+        source.hasPrefix("/dev/") ? String(source.dropFirst(5)) : nil
     }
 }
