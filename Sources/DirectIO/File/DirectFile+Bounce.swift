@@ -93,11 +93,7 @@ extension DirectFile {
     private func bounced(_ io: DeviceIO, index: Int, plan: TransferPlan, isRead: Bool, bounceBase: UnsafeMutableRawPointer, name: String, offset: Int64, total: Int) throws(DirectIOError) -> Int {
         let copies = plan.copies.filter { $0.io == index }
         if !isRead {
-            for block in io.readBeforeWrite {
-                let got = try readBlock(into: bounceBase + block.bounceOffset, count: block.length, at: block.fileOffset, name: name)
-                // Past the end of the file the block reads short: its tail is zeros.
-                if got < block.length { memset(bounceBase + block.bounceOffset + got, 0, block.length - got) }
-            }
+            try readBlocks(io.readBeforeWrite, bounceBase: bounceBase, name: name)
             for copy in copies {
                 // Caller addresses come from the caller's own buffers, which are never null.
                 (bounceBase + copy.bounceOffset).copyMemory(from: UnsafeRawPointer(bitPattern: copy.callerAddress).unsafelyUnwrapped, byteCount: copy.length)
@@ -156,13 +152,31 @@ extension DirectFile {
         return outcome.bytes
     }
 
-    /// Reads one aligned block into bounce memory for read-modify-write.
-    private func readBlock(into address: UnsafeMutableRawPointer, count: Int, at offset: Int64, name: String) throws(DirectIOError) -> Int {
-        let outcome = try engine.perform(.read(fd: descriptor, fileSlot: fileSlot, into: address, count: count, at: offset, fixedSlot: nil), blockBytes: alignment.readAlignment)
-        if let errno = outcome.errno {
-            throw .system(errno, operation: name, call: engine.kind == .ioUring ? "READ" : "pread", path: path, offset: offset, length: count,
-                          detail: "reading the block to merge with an unaligned write")
+    /// Reads the blocks a write covers only partly into bounce memory, to merge with it. The
+    /// usual two (head and tail) are read together: one device round trip, not two. Past the
+    /// end of the file a block reads short, and its tail becomes zeros.
+    private func readBlocks(_ blocks: [BounceBlock], bounceBase: UnsafeMutableRawPointer, name: String) throws(DirectIOError) {
+        func operation(_ block: BounceBlock) -> IOOperation {
+            let address = bounceBase + block.bounceOffset
+            return .read(fd: descriptor, fileSlot: fileSlot, into: address, count: block.length, at: block.fileOffset,
+                         fixedSlot: engine.fixedIndex(containing: address, length: block.length))
         }
-        return outcome.bytes
+        func merge(_ outcome: IOOutcome, _ block: BounceBlock) throws(DirectIOError) {
+            if let errno = outcome.errno {
+                throw .system(errno, operation: name, call: engine.kind == .ioUring ? "READ" : "pread", path: path, offset: block.fileOffset, length: block.length,
+                              detail: "reading the block to merge with an unaligned write")
+            }
+            if outcome.bytes < block.length { memset(bounceBase + block.bounceOffset + outcome.bytes, 0, block.length - outcome.bytes) }
+        }
+        let blockBytes = alignment.readAlignment
+        if blocks.count == 2 {
+            let (head, tail) = try engine.perform(operation(blocks[0]), operation(blocks[1]), blockBytes: blockBytes)
+            try merge(head, blocks[0])
+            try merge(tail, blocks[1])
+            return
+        }
+        for block in blocks {
+            try merge(try engine.perform(operation(block), blockBytes: blockBytes), block)
+        }
     }
 }
