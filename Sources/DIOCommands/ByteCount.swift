@@ -30,3 +30,14 @@ public struct ByteCount: ExpressibleByArgument, Sendable, Equatable {
         return "\(bytes)"
     }
 }
+
+/// fio's bsrange: "MIN-MAX", each a byte count ("1-9000", "4k-64k").
+public struct SizeRange: ExpressibleByArgument, Sendable, Equatable {
+    public let range: ClosedRange<Int>
+
+    public init?(argument: String) {
+        let parts = argument.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let low = ByteCount.parse(String(parts[0])), let high = ByteCount.parse(String(parts[1])), low >= 1, low <= high else { return nil }
+        range = low...high
+    }
+}

@@ -170,4 +170,45 @@ import Testing
         let latency = try #require(json["latencyNs"] as? [String: Any])
         #expect((latency["p50"] as? Int ?? 0) > 0)
     }
+
+    @Test func unalignedJobOptionsParseAsFiosDo() throws {
+        let job = try #require(try Bench.parse(["--rw", "write", "--bsrange", "1-9000", "--bs-unaligned", "--fdatasync", "64", "--api", "sync", "--iodepth", "1"])
+            .workloads(sizeBytes: 1 << 30).first)
+        #expect(job.sizeRange == 1...9000 && job.unalignedSizes && job.fdatasyncEvery == 64 && job.api == .sync)
+        #expect(job.name == "write 1-9000 qd1 sync 64")
+        let aligned = try #require(try Bench.parse(["--rw", "randwrite", "--bs", "4000", "--blockalign", "1", "--api", "posix", "--iodepth", "1"])
+            .workloads(sizeBytes: 1 << 30).first)
+        #expect(aligned.blockAlign == 1 && aligned.name == "randwrite 4000 qd1 align 1")
+        for (arguments, reason) in [(["--rw", "randread", "--blockalign", "1"], "--api sync or posix"),
+                                    (["--rw", "randread", "--api", "sync"], "--iodepth 1"),
+                                    (["--rw", "write", "--bsrange", "9-1", "--api", "sync", "--iodepth", "1"], "bsrange"),
+                                    (["--rw", "write", "--bs-unaligned", "--api", "sync", "--iodepth", "1"], "--bs-unaligned needs --bsrange")] {
+            do {
+                _ = try Bench.parse(arguments)
+                Issue.record("\(arguments) was accepted")
+            } catch {
+                #expect(Bench.message(for: error).contains(reason), "\(arguments): \(Bench.message(for: error))")
+            }
+        }
+    }
+
+    @Test(arguments: ["sync", "posix"])
+    func unalignedSyncAndPosixJobsRun(api: String) throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/bench.dat"
+        for extra in [["--rw", "randwrite", "--bs", "4000", "--blockalign", "1"], ["--rw", "randread", "--bs", "100", "--blockalign", "1"],
+                      ["--rw", "write", "--bsrange", "1-9000", "--bs-unaligned", "--fdatasync", "64"]] {
+            let result = try TestSupport.run([TestSupport.dioExecutable, "bench", path, "--size", "16m", "--runtime", "0.3", "--ramp", "0.1",
+                                              "--iodepth", "1", "--api", api, "--json"] + extra)
+            #expect(result.status == 0, "\(extra): \(result.error)")
+            let json = try TestSupport.json(result.output)
+            let ios = try #require(json["ios"] as? Int)
+            #expect(ios > 0, "\(extra)")
+            if api == "sync" {
+                // DirectIO realigned these requests: some of their bytes went through bounce buffers.
+                #expect((json["bytesBounced"] as? Int ?? 0) > 0, "\(extra)")
+            }
+        }
+    }
 }

@@ -55,8 +55,20 @@ public struct Bench: ParsableCommand {
     @Option(help: "auto (io_uring where this process may set up a ring, else blocking, said in the job's note), uring or blocking.")
     var engine: EngineArgument = .auto
 
-    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls), async-executor (the same tasks on the ring's own executor) or async-scoped (those tasks with one IOScope each).")
+    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls), async-executor (the same tasks on the ring's own executor), async-scoped (those tasks with one IOScope each), sync (one thread of DirectFile calls at any offset, length and memory; --iodepth 1) or posix (the same as plain O_DIRECT pread/pwrite with the least read-modify-write: the floor for sync).")
     var api: Workload.API = .batched
+
+    @Option(help: "Random offsets are multiples of this (fio's blockalign; default: --bs). With --api sync or posix, e.g. 1.")
+    var blockalign: ByteCount?
+
+    @Option(help: "Each I/O's size drawn from MIN-MAX, e.g. 1-9000 (fio's bsrange). With --api sync or posix.")
+    var bsrange: SizeRange?
+
+    @Flag(help: "Sizes from --bsrange need not be multiples of MIN (fio's bs_unaligned).")
+    var bsUnaligned = false
+
+    @Option(help: "A data sync (fdatasync) after every N writes (fio's fdatasync). With --api sync or posix.")
+    var fdatasync: Int = 0
 
     @Option(help: "Rings of the async runtime (with the async APIs).")
     var rings: Int = 1
@@ -103,8 +115,13 @@ public struct Bench: ParsableCommand {
                 return job
             }
         }
-        return [Workload(pattern: rw, blockBytes: bs.bytes, iodepth: iodepth, sizeBytes: sizeBytes, runtimeSeconds: runtime, rampSeconds: ramp,
-                         mode: mode, buffers: buffers, bufferOffset: bufferOffset, hugePages: hugepages.value, engine: engine.choice, reapBatch: reapBatch, api: api, seed: seed)]
+        var job = Workload(pattern: rw, blockBytes: bs.bytes, iodepth: iodepth, sizeBytes: sizeBytes, runtimeSeconds: runtime, rampSeconds: ramp,
+                           mode: mode, buffers: buffers, bufferOffset: bufferOffset, hugePages: hugepages.value, engine: engine.choice, reapBatch: reapBatch, api: api, seed: seed)
+        job.blockAlign = blockalign?.bytes
+        job.sizeRange = bsrange?.range
+        job.unalignedSizes = bsUnaligned
+        job.fdatasyncEvery = fdatasync
+        return [job]
     }
 
     public func validate() throws {
@@ -125,9 +142,11 @@ public struct Bench: ParsableCommand {
                 printError("\r\(job.name): \(BenchResult.format(elapsed, digits: 1)) s, \(BenchResult.format(rate, digits: 0)) IOPS   ", newline: false)
             } : nil
             let swiotlbBefore = Preflight.KernelBounce.swiotlbSlotsInUse()
-            var result = job.api == .batched
-                ? try BenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, progress: progress)
-                : try AsyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, rings: rings)
+            var result = switch job.api {
+            case .batched: try BenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, progress: progress)
+            case .sync, .posix: try SyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes)
+            case .async, .asyncExecutor, .asyncScoped: try AsyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, rings: rings)
+            }
             result.swiotlbSlotsUsedBefore = swiotlbBefore
             result.swiotlbSlotsUsedAfter = Preflight.KernelBounce.swiotlbSlotsInUse()
             if progress != nil { printError("\r" + String(repeating: " ", count: 60) + "\r", newline: false) }

@@ -17,7 +17,16 @@ public struct Workload: Sendable, Equatable {
     /// AsyncFile calls on the global executor. async-executor: the same tasks on the ring's
     /// own executor (no cross-thread handoff). async-scoped: those tasks with one `IOScope`
     /// each, one cancellation handler per task instead of one per call.
-    public enum API: String, Sendable, CaseIterable { case batched, async, asyncExecutor = "async-executor", asyncScoped = "async-scoped" }
+    /// sync: one thread of `DirectFile` calls, one I/O at a time, at any offset, length and
+    /// memory (DirectIO realigns). posix: the same job as plain O_DIRECT pread/pwrite doing the
+    /// least an unaligned request needs (reads widened to blocks; a write reads its partly
+    /// covered blocks, in one pread when small, then writes the covering blocks): the floor
+    /// `sync` is compared with.
+    public enum API: String, Sendable, CaseIterable {
+        case batched, async, asyncExecutor = "async-executor", asyncScoped = "async-scoped", sync, posix
+
+        var isAsync: Bool { self == .async || self == .asyncExecutor || self == .asyncScoped }
+    }
 
     public var pattern: Pattern
     public var blockBytes: Int
@@ -39,6 +48,14 @@ public struct Workload: Sendable, Equatable {
     public var reapBatch: Int
     public var api: API
     public var seed: UInt64
+    /// fio's blockalign: random offsets are multiples of this (nil: of the block size).
+    public var blockAlign: Int? = nil
+    /// fio's bsrange: each I/O's size is drawn from this range (nil: always `blockBytes`).
+    public var sizeRange: ClosedRange<Int>? = nil
+    /// fio's bs_unaligned: sizes from `sizeRange` need not be multiples of its lower bound.
+    public var unalignedSizes = false
+    /// fio's fdatasync: a data sync after every this many writes (0: never).
+    public var fdatasyncEvery = 0
 
     public init(pattern: Pattern, blockBytes: Int = 4096, iodepth: Int = 32, sizeBytes: Int64 = 1 << 30,
                 runtimeSeconds: Double = 5, rampSeconds: Double = 1, mode: Mode = .direct, buffers: Buffers = .registered,
@@ -59,8 +76,18 @@ public struct Workload: Sendable, Equatable {
         self.seed = seed
     }
 
-    /// fio-style name: "randread 4k qd32".
-    public var name: String { "\(pattern.rawValue) \(ByteCount.format(blockBytes)) qd\(iodepth)" }
+    /// fio-style name: "randread 4k qd32", "randwrite 4000 qd1 align 1", "write 1-9000 qd1 sync 64".
+    public var name: String {
+        let size = sizeRange.map { "\(ByteCount.format($0.lowerBound))-\(ByteCount.format($0.upperBound))" } ?? ByteCount.format(blockBytes)
+        return "\(pattern.rawValue) \(size) qd\(iodepth)" + (blockAlign.map { " align \(ByteCount.format($0))" } ?? "")
+            + (fdatasyncEvery > 0 ? " sync \(fdatasyncEvery)" : "")
+    }
+
+    /// The largest I/O the job makes.
+    var maxBlockBytes: Int { sizeRange?.upperBound ?? blockBytes }
+
+    /// Whether the job makes requests that break the device's alignment on purpose.
+    var unaligned: Bool { blockAlign != nil || sizeRange != nil }
 
     /// The standard suite `dio bench` runs without `--rw`: random 4 KiB reads at depth 32,
     /// 1 MiB sequential reads and writes at depth 8, and 1 MiB reads into caller buffers 8 bytes
@@ -84,8 +111,18 @@ public struct Workload: Sendable, Equatable {
         if rampSeconds < 0 { return "--ramp must not be negative" }
         if bufferOffset < 0 { return "--buffer-offset must not be negative" }
         if reapBatch < 1 { return "--reap-batch must be at least 1" }
-        if api != .batched && bufferOffset != 0 { return "--buffer-offset needs --api batched: the async API takes aligned memory (misaligned I/O goes through DirectFile)" }
-        if api != .batched && engine == .blocking { return "--engine blocking needs --api batched: the async runtime picks its engine itself (DIRECTIO_ENGINE=blocking forces it)" }
+        if api.isAsync && bufferOffset != 0 { return "--buffer-offset needs --api batched or sync: the async API takes aligned memory (misaligned I/O goes through DirectFile)" }
+        if api.isAsync && engine == .blocking { return "--engine blocking needs --api batched, sync or posix: the async runtime picks its engine itself (DIRECTIO_ENGINE=blocking forces it)" }
+        if let blockAlign, blockAlign < 1 { return "--blockalign must be at least 1" }
+        if let sizeRange, sizeRange.lowerBound < 1 || sizeRange.upperBound > 1 << 30 { return "--bsrange must lie within 1...1g" }
+        if sizeBytes < Int64(maxBlockBytes) { return "--size (\(sizeBytes)) must hold the largest I/O (\(maxBlockBytes))" }
+        if fdatasyncEvery < 0 { return "--fdatasync must not be negative" }
+        if unalignedSizes && sizeRange == nil { return "--bs-unaligned needs --bsrange" }
+        if (unaligned || fdatasyncEvery > 0) && api != .sync && api != .posix {
+            return "--blockalign, --bsrange and --fdatasync need --api sync or posix: the batched and async APIs take block-aligned requests only (for now)"
+        }
+        if (api == .sync || api == .posix) && iodepth != 1 { return "--api \(api.rawValue) runs one I/O at a time: use --iodepth 1" }
+        if api == .posix && mode == .buffered { return "--api posix is the O_DIRECT floor: use --mode direct" }
         return nil
     }
 }

@@ -1,0 +1,174 @@
+import CDirectIO
+import DirectIO
+import Glibc
+import Histogram
+
+/// Runs one job one I/O at a time on the calling thread, at any offset, length and memory:
+/// through `DirectFile` (`--api sync`), or as plain O_DIRECT pread/pwrite doing the least an
+/// unaligned request needs (`--api posix`), the floor `sync` is measured against in one run.
+enum SyncBenchRunner {
+    static func run(_ workload: Workload, path: String, sizeBytes: Int64) throws -> BenchResult {
+        if let problem = workload.validate() {
+            throw DirectIOError(.invalidArgument, operation: "bench", path: path, detail: problem)
+        }
+        let io: any OneAtATime = workload.api == .posix ? try PlainIO(path: path, workload: workload) : try DirectFileIO(path: path, workload: workload)
+        let memory = try AlignedBuffer(byteCount: workload.maxBlockBytes + workload.bufferOffset)
+        var data = SplitMix(seed: workload.seed ^ 0xDA7A)
+        data.fill(UnsafeMutableRawBufferPointer(start: memory.baseAddress, count: memory.count))
+
+        var random = SplitMix(seed: workload.seed)
+        var sequential: Int64 = 0
+        var writes = 0
+        var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        histogram.autoResize = true
+        let align = Int64(workload.blockAlign ?? workload.blockBytes)
+        let start = ProcessClock.nanoseconds()
+        let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
+        let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
+        var measuring = workload.rampSeconds == 0
+        var measureStart = start
+        var cpuStart = ProcessClock.cpuSeconds()
+        var bouncedStart = io.bytesBounced
+        var ios = 0
+        var bytes: Int64 = 0
+        var now = start
+        while now < end {
+            let count = nextSize(workload, &random)
+            let offset: Int64
+            if workload.pattern.isRandom {
+                offset = Int64(random.next() % UInt64((sizeBytes - Int64(count)) / align + 1)) * align
+            } else {
+                // Back to back, wrapping at the end of the file (appends, for --rw write).
+                if sequential + Int64(count) > sizeBytes { sequential = 0 }
+                offset = sequential
+                sequential += Int64(count)
+            }
+            let isWrite = workload.pattern == .randrw ? random.next() & 1 == 1 : workload.pattern.writes
+            let buffer = UnsafeMutableRawBufferPointer(start: memory.baseAddress + workload.bufferOffset, count: count)
+            let moved = isWrite ? try io.write(UnsafeRawBufferPointer(buffer), at: offset) : try io.read(into: buffer, at: offset)
+            if isWrite {
+                writes += 1
+                if workload.fdatasyncEvery > 0 && writes % workload.fdatasyncEvery == 0 { try io.syncData() }
+            }
+            let finished = ProcessClock.nanoseconds()
+            if measuring {
+                _ = histogram.record(finished - now)
+                ios += 1
+                bytes += Int64(moved)
+            } else if finished >= rampEnd {
+                measuring = true
+                measureStart = finished
+                cpuStart = ProcessClock.cpuSeconds()
+                bouncedStart = io.bytesBounced
+            }
+            now = finished
+        }
+        let cpuEnd = ProcessClock.cpuSeconds()
+        let bounced = io.bytesBounced - bouncedStart
+        return BenchResult(
+            workload: workload, engine: io.kind, ios: ios, bytes: bytes, seconds: Double(now - measureStart) / 1e9,
+            latencyP50Ns: histogram.valueAtPercentile(50), latencyP99Ns: histogram.valueAtPercentile(99), latencyP999Ns: histogram.valueAtPercentile(99.9),
+            cpuUserSeconds: cpuEnd.user - cpuStart.user, cpuSystemSeconds: cpuEnd.system - cpuStart.system,
+            bytesDirect: bytes - bounced, bytesBounced: bounced, bytesShifted: 0, registeredBuffers: false, notes: io.notes)
+    }
+
+    /// The next I/O's size: fio's bsrange (multiples of its lower bound unless bs_unaligned).
+    private static func nextSize(_ workload: Workload, _ random: inout SplitMix) -> Int {
+        guard let range = workload.sizeRange else { return workload.blockBytes }
+        let size = range.lowerBound + Int(random.next() % UInt64(range.count))
+        return workload.unalignedSizes ? size : max(range.lowerBound, size / range.lowerBound * range.lowerBound)
+    }
+}
+
+/// One I/O at a time, one way or the other.
+private protocol OneAtATime {
+    var kind: EngineKind { get }
+    var notes: [String] { get }
+    var bytesBounced: Int64 { get }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws -> Int
+    func syncData() throws
+}
+
+/// `--api sync`: DirectFile's synchronous calls (bounce buffers and read-modify-write).
+private final class DirectFileIO: OneAtATime {
+    let engine: IOEngine
+    let file: DirectFile
+
+    init(path: String, workload: Workload) throws {
+        engine = try IOEngine(workload.engine, queueDepth: 8, ringFlags: .threadPerCore)
+        let access: OpenOptions.Access = workload.pattern.writes ? .readWrite : .readOnly
+        file = try DirectFile(path: path, options: OpenOptions(access: access, directIO: workload.mode == .direct ? .required : .disabled), engine: engine)
+    }
+
+    var kind: EngineKind { engine.kind }
+    var notes: [String] { engine.notes }
+    var bytesBounced: Int64 { Int64(file.statistics.bytesBounced) }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int { try file.read(into: buffer, at: offset) }
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws -> Int { try file.write(buffer, at: offset) }
+    func syncData() throws { try file.sync(.data) }
+}
+
+/// `--api posix`: plain O_DIRECT pread/pwrite with the least work an unaligned request needs.
+/// A read is widened to whole blocks and copied out; a write reads the blocks it covers only
+/// partly (the whole covering range in one pread when that is at most 64 KiB, else each edge
+/// block), copies the data in and writes the covering blocks.
+private final class PlainIO: OneAtATime {
+    let fd: Int32
+    let block: Int64
+    let scratch: AlignedBuffer
+    let path: String
+
+    init(path: String, workload: Workload) throws {
+        self.path = path
+        block = Int64(max(try DeviceLimits.of(path: path).offsetAlignment, 1))
+        scratch = try AlignedBuffer(byteCount: workload.maxBlockBytes + 2 * Int(block))
+        fd = open(path, (workload.pattern.writes ? O_RDWR : O_RDONLY) | O_CLOEXEC | DIO_O_DIRECT)
+        guard fd >= 0 else { throw DirectIOError(.ioError, operation: "bench (posix)", path: path, detail: "open with O_DIRECT failed (errno \(errno))") }
+    }
+
+    deinit { close(fd) }
+
+    var kind: EngineKind { .blocking }
+    var notes: [String] { [] }
+    var bytesBounced: Int64 { 0 }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        let start = offset / block * block
+        let end = (offset + Int64(buffer.count) + block - 1) / block * block
+        // Short only at the end of the file, past the caller's range.
+        try full(pread(fd, scratch.baseAddress, Int(end - start), off_t(start)), Int(offset - start) + buffer.count, "pread", start)
+        buffer.copyMemory(from: UnsafeRawBufferPointer(start: scratch.baseAddress + Int(offset - start), count: buffer.count))
+        return buffer.count
+    }
+
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws -> Int {
+        let start = offset / block * block
+        let end = (offset + Int64(buffer.count) + block - 1) / block * block
+        let headPartial = offset != start
+        let tailPartial = offset + Int64(buffer.count) != end
+        if headPartial && tailPartial && end - start <= 65536 {
+            try full(pread(fd, scratch.baseAddress, Int(end - start), off_t(start)), Int(end - start), "pread", start)
+        } else {
+            if headPartial { try full(pread(fd, scratch.baseAddress, Int(block), off_t(start)), Int(block), "pread", start) }
+            if tailPartial && (end - block > start || !headPartial) {
+                try full(pread(fd, scratch.baseAddress + Int(end - block - start), Int(block), off_t(end - block)), Int(block), "pread", end - block)
+            }
+        }
+        (scratch.baseAddress + Int(offset - start)).copyMemory(from: buffer.baseAddress.unsafelyUnwrapped, byteCount: buffer.count)
+        try full(pwrite(fd, scratch.baseAddress, Int(end - start), off_t(start)), Int(end - start), "pwrite", start)
+        return buffer.count
+    }
+
+    func syncData() throws {
+        guard fdatasync(fd) == 0 else { throw DirectIOError(.ioError, operation: "bench (posix)", path: path, detail: "fdatasync failed (errno \(errno))") }
+    }
+
+    /// Throws unless the call moved at least `expected` bytes.
+    private func full(_ result: Int, _ expected: Int, _ call: String, _ offset: Int64) throws {
+        guard result >= expected else {
+            throw DirectIOError(.ioError, operation: "bench (posix)", path: path, offset: offset, length: expected,
+                                detail: result < 0 ? "\(call) failed (errno \(errno))" : "\(call) moved \(result) of \(expected) bytes")
+        }
+    }
+}
