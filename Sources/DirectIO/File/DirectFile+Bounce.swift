@@ -30,10 +30,11 @@ extension DirectFile {
         let keys = partial.map { BlockLocks.Key(device: identity.device, inode: identity.inode, block: $0.fileOffset) }
         BlockLocks.shared.lock(keys)
         defer { BlockLocks.shared.unlock(keys) }
-        // A write whose last block lies past the end of the file writes that whole block:
-        // remember the size to cut the file back to the caller's end afterwards.
+        // A write whose last block lies past the end of the file writes that whole block, and
+        // the file is cut back to the caller's end afterwards. Only then is the size needed:
+        // that block's read comes back short, and `readBlocks` takes the size at that moment.
         let end = offset + Int64(total)
-        let sizeBefore = isRead || partial.isEmpty ? nil : try size()
+        var sizeBefore: Int64? = nil
 
         // One bounce buffer serves every I/O of the transfer in turn. It is taken after the
         // block locks (a caller waiting for locks holds no buffer, so waiters cannot deadlock)
@@ -46,11 +47,11 @@ extension DirectFile {
             }
             // The buffer goes back only after the last I/O's completion: `perform` returns
             // only then, and `buffer` lives to the end of this block.
-            let result = try runIOs(plan, isRead: isRead, bounceBase: buffer.baseAddress, name: name, offset: offset, total: total)
+            let result = try runIOs(plan, isRead: isRead, bounceBase: buffer.baseAddress, name: name, offset: offset, total: total, sizeBefore: &sizeBefore)
             _ = consume buffer
             if waited { record(TransferStatistics(bounceWaits: 1)) }
             if let short = result { return short }
-        } else if let short = try runIOs(plan, isRead: isRead, bounceBase: nil, name: name, offset: offset, total: total) {
+        } else if let short = try runIOs(plan, isRead: isRead, bounceBase: nil, name: name, offset: offset, total: total, sizeBefore: &sizeBefore) {
             return short
         }
         if let sizeBefore {
@@ -68,12 +69,12 @@ extension DirectFile {
 
     /// Runs the plan's I/Os in order; returns the caller's byte count if the file ended
     /// early (a short read), nil when every I/O completed in full.
-    private func runIOs(_ plan: TransferPlan, isRead: Bool, bounceBase: UnsafeMutableRawPointer?, name: String, offset: Int64, total: Int) throws(DirectIOError) -> Int? {
+    private func runIOs(_ plan: TransferPlan, isRead: Bool, bounceBase: UnsafeMutableRawPointer?, name: String, offset: Int64, total: Int, sizeBefore: inout Int64?) throws(DirectIOError) -> Int? {
         let end = offset + Int64(total)
         for (index, io) in plan.ios.enumerated() {
             let moved: Int
             if io.bounceBytes > 0, let bounceBase {
-                moved = try bounced(io, index: index, plan: plan, isRead: isRead, bounceBase: bounceBase, name: name, offset: offset, total: total)
+                moved = try bounced(io, index: index, plan: plan, isRead: isRead, bounceBase: bounceBase, name: name, offset: offset, total: total, sizeBefore: &sizeBefore)
             } else {
                 moved = try deviceIO(io, isRead: isRead, bounceBase: nil, name: name, offset: offset, total: total)
             }
@@ -94,10 +95,10 @@ extension DirectFile {
 
     /// One device I/O with a bounce buffer: read-modify-write blocks and copy-in before a
     /// write, copy-out (of what was read, which may end at EOF) after a read.
-    private func bounced(_ io: DeviceIO, index: Int, plan: TransferPlan, isRead: Bool, bounceBase: UnsafeMutableRawPointer, name: String, offset: Int64, total: Int) throws(DirectIOError) -> Int {
+    private func bounced(_ io: DeviceIO, index: Int, plan: TransferPlan, isRead: Bool, bounceBase: UnsafeMutableRawPointer, name: String, offset: Int64, total: Int, sizeBefore: inout Int64?) throws(DirectIOError) -> Int {
         let copies = plan.copies.filter { $0.io == index }
         if !isRead {
-            try readBlocks(io.readBeforeWrite, bounceBase: bounceBase, name: name)
+            try readBlocks(io.readBeforeWrite, bounceBase: bounceBase, name: name, sizeBefore: &sizeBefore)
             for copy in copies {
                 // Caller addresses come from the caller's own buffers, which are never null.
                 (bounceBase + copy.bounceOffset).copyMemory(from: UnsafeRawPointer(bitPattern: copy.callerAddress).unsafelyUnwrapped, byteCount: copy.length)
@@ -161,14 +162,15 @@ extension DirectFile {
     /// bounce buffer as in the file and at most `wholeRangeReadBytes` apart, one read covers
     /// both (the bytes between are overwritten by the caller's data before the write: plain
     /// code does the same), else both reads are submitted together. Past the end of the file
-    /// a block reads short, and its tail becomes zeros.
-    private func readBlocks(_ blocks: [BounceBlock], bounceBase: UnsafeMutableRawPointer, name: String) throws(DirectIOError) {
+    /// a block reads short, and its tail becomes zeros; the file's size is then taken into
+    /// `sizeBefore` (once, before this I/O's write changes it).
+    private func readBlocks(_ blocks: [BounceBlock], bounceBase: UnsafeMutableRawPointer, name: String, sizeBefore: inout Int64?) throws(DirectIOError) {
         if blocks.count == 2 {
             let head = blocks[0]
             let tail = blocks[1]
             let span = Int(tail.fileOffset - head.fileOffset) + tail.length
             if tail.bounceOffset - head.bounceOffset == Int(tail.fileOffset - head.fileOffset) && span <= Self.wholeRangeReadBytes {
-                return try readBlocks([BounceBlock(fileOffset: head.fileOffset, bounceOffset: head.bounceOffset, length: span)], bounceBase: bounceBase, name: name)
+                return try readBlocks([BounceBlock(fileOffset: head.fileOffset, bounceOffset: head.bounceOffset, length: span)], bounceBase: bounceBase, name: name, sizeBefore: &sizeBefore)
             }
         }
         func operation(_ block: BounceBlock) -> IOOperation {
@@ -181,7 +183,10 @@ extension DirectFile {
                 throw .system(errno, operation: name, call: engine.kind == .ioUring ? "READ" : "pread", path: path, offset: block.fileOffset, length: block.length,
                               detail: "reading the block to merge with an unaligned write")
             }
-            if outcome.bytes < block.length { memset(bounceBase + block.bounceOffset + outcome.bytes, 0, block.length - outcome.bytes) }
+            if outcome.bytes < block.length {
+                memset(bounceBase + block.bounceOffset + outcome.bytes, 0, block.length - outcome.bytes)
+                if sizeBefore == nil { sizeBefore = try size() }
+            }
         }
         let blockBytes = alignment.readAlignment
         if blocks.count == 2 {
