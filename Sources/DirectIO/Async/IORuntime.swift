@@ -37,7 +37,7 @@ public final class IORuntime: Sendable {
     ///   - engine: `.automatic` (io_uring where it works), or `.blocking` to have each ring's
     ///     thread make blocking system calls (tests, sandboxes without io_uring).
     public init(rings: Int? = nil, queueDepth: Int = 128, engine: IOEngine.Choice = .automatic) throws(DirectIOError) {
-        let count = rings ?? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let count = rings ?? Sys.onlineCores
         guard count >= 1 && count <= 1024, queueDepth >= 1 && queueDepth <= 16_383 else {
             throw DirectIOError(.invalidArgument, operation: "create I/O runtime", detail: "rings must be 1...1024 and queue depth 1...16383 (got \(count), \(queueDepth))")
         }

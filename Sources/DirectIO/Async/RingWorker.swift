@@ -118,8 +118,8 @@ final class RingWorker: @unchecked Sendable {
     /// Starts a worker thread and waits until its ring exists; returns the executor that runs
     /// tasks on that thread, which owns the worker.
     static func start(queueDepth: Int, engine: IOEngine.Choice) throws(DirectIOError) -> RingExecutor {
-        let fd = dio_eventfd()
-        guard fd >= 0 else { throw .system(Errno(rawValue: dio_errno()), operation: "start I/O runtime", call: "eventfd") }
+        let fd: Int32
+        do { fd = try Sys.eventfd() } catch { throw .system(error, operation: "start I/O runtime", call: "eventfd") }
         let worker = RingWorker(queueDepth: queueDepth, engineChoice: engine, eventFD: fd)
         let executor = RingExecutor(worker)
         let ready = ConditionLock<ReadyState>(.starting)
@@ -204,7 +204,8 @@ final class RingWorker: @unchecked Sendable {
         }
         if wake && wakesByEventFD.load(ordering: .acquiring) {
             var one: UInt64 = 1
-            _ = Glibc.write(eventFD, &one, 8)
+            // Fails only if the counter would overflow, and then the worker is awake anyway.
+            _ = try? Sys.write(eventFD, &one, 8)
         }
         return accepted
     }

@@ -73,11 +73,8 @@ public struct DeviceLimits: Sendable, Equatable {
     /// /proc/self/fd/N (the transfer paths do that), the directory of the file the link names.
     static func probeDirectory(for path: String) -> String {
         guard path.hasPrefix("/proc/self/fd/") else { return parentDirectory(of: path) }
-        var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink(path, &target, target.count - 1)
-        guard count > 0 else { return parentDirectory(of: path) }
+        guard let resolved = try? Sys.readlink(path), !resolved.isEmpty else { return parentDirectory(of: path) }
         // An unlinked (or O_TMPFILE) file reads "/dir/name (deleted)": the directory still holds.
-        let resolved = String(decoding: target[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return resolved.hasPrefix("/") ? parentDirectory(of: resolved) : parentDirectory(of: path)
     }
 

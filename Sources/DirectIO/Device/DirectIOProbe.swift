@@ -48,7 +48,7 @@ struct DirectIOProbe: Sendable, Equatable {
 
     /// Probe with a uniquely named file, unlinked at once, where O_TMPFILE is unsupported.
     private static func namedProbe(_ directory: String) -> DirectIOProbe? {
-        let name = directory + "/.directio-probe-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let name = directory + "/.directio-probe-\(Sys.processID)-\(UInt32.random(in: 0...UInt32.max))"
         let fd: Int32
         do {
             fd = try Sys.open(name, flags: O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | DIO_O_DIRECT, mode: 0o600)

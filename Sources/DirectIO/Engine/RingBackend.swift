@@ -61,7 +61,7 @@ final class RingBackend: EngineBackend {
             }
         }
         // Close the ring on exec: nothing in a new program may use it.
-        _ = fcntl(ring.fd, F_SETFD, FD_CLOEXEC)
+        _ = try? Sys.fcntl(ring.fd, F_SETFD, FD_CLOEXEC)
         self.ring = .allocate(capacity: 1)
         self.ring.initialize(to: ring)
         self.opcodes = opcodes

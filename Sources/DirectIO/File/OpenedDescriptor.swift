@@ -15,7 +15,7 @@ struct OpenedDescriptor {
 
     /// Opens `path`; on failure nothing is left open, and a file this call created is removed.
     static func open(path: String, options: OpenOptions) throws(DirectIOError) -> OpenedDescriptor {
-        let existedBefore = access(path, F_OK) == 0
+        let existedBefore = Sys.exists(path)
         var fd: Int32
         var direct = options.directIO != .disabled
         var note: String? = nil
@@ -52,8 +52,14 @@ struct OpenedDescriptor {
                 throw DirectIOError(.directIOUnsupported, operation: "open", path: path,
                                     detail: "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); open with .preferred to fall back to buffered I/O")
             }
-            let flags = fcntl(fd, F_GETFL)
-            _ = fcntl(fd, F_SETFL, flags & ~DIO_O_DIRECT)
+            do {
+                let flags = try Sys.fcntl(fd, F_GETFL, 0)
+                _ = try Sys.fcntl(fd, F_SETFL, flags & ~DIO_O_DIRECT)
+            } catch {
+                _ = try? Sys.close(fd)
+                if options.create && !existedBefore { _ = try? Sys.unlink(path) }
+                throw .system(error, operation: "open", call: "fcntl(F_SETFL)", path: path, detail: "clearing O_DIRECT to fall back to buffered I/O")
+            }
             note = "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); using buffered I/O"
             direct = false
         }

@@ -46,7 +46,7 @@ public struct Preflight: Sendable {
         if let path {
             do { limits = try DeviceLimits.of(path: path) } catch { pathError = error }
         }
-        let ringCount = rings ?? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let ringCount = rings ?? Sys.onlineCores
         return Preflight(files: .live, limits: limits, pathError: pathError, tryRing: true,
                          rings: ringCount, queueDepth: queueDepth, poolBytes: poolBytes)
     }

@@ -212,6 +212,33 @@ enum Sys {
         _ = try check { Glibc.linkat(AT_FDCWD, from, AT_FDCWD, to, flags) }
     }
 
+    /// `readlink(path)`: the target of symbolic link `path`.
+    static func readlink(_ path: String) throws(Errno) -> String {
+        var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = try target.withUnsafeMutableBufferPointer { (buffer) throws(Errno) -> Int in
+            try check { Glibc.readlink(path, UnsafeMutableRawPointer(buffer.baseAddress.unsafelyUnwrapped).assumingMemoryBound(to: CChar.self), buffer.count - 1) }
+        }
+        return String(decoding: target[0..<count], as: UTF8.self)
+    }
+
+    /// `eventfd(0, EFD_CLOEXEC)`: a counter other threads write to wake a ring's worker.
+    static func eventfd() throws(Errno) -> Int32 {
+        try check { dio_eventfd() }
+    }
+
+    /// `fstatat(AT_FDCWD, path, &st, 0)`: stat(2) of `path`, following links.
+    static func status(ofPath path: String) throws(Errno) -> stat {
+        var info = Glibc.stat()
+        _ = try check { fstatat(AT_FDCWD, path, &info, 0) }
+        return info
+    }
+
+    /// `sysconf(_SC_NPROCESSORS_ONLN)`: cores online now, at least 1.
+    static var onlineCores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// `getpid()`.
+    static var processID: Int32 { getpid() }
+
     /// `access(path, F_OK)`: whether `path` exists (following links).
     static func exists(_ path: String) -> Bool {
         Glibc.access(path, F_OK) == 0

@@ -39,12 +39,13 @@ extension Transfer {
         }
 
         var destination = destinationPath
-        var existing = stat()
-        var exists = stat(destination, &existing) == 0
-        if exists && existing.st_mode & S_IFMT == S_IFDIR {
+        var found = try? Sys.status(ofPath: destination)
+        if let directory = found, directory.st_mode & S_IFMT == S_IFDIR {
             destination = (destination.hasSuffix("/") ? destination : destination + "/") + Self.lastComponent(of: sourcePath)
-            exists = stat(destination, &existing) == 0
+            found = try? Sys.status(ofPath: destination)
         }
+        let exists = found != nil
+        let existing = found ?? stat()
         if exists && existing.st_dev == sourceInfo.st_dev && existing.st_ino == sourceInfo.st_ino {
             throw DirectIOError(.invalidArgument, operation: "copy", path: destination, detail: "\(sourcePath) and \(destination) are the same file")
         }
