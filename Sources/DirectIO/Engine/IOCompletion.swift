@@ -25,7 +25,7 @@ public struct IOOutcome: Sendable, Equatable {
 public struct IOCompletion: ~Copyable {
     /// The value passed when the request was submitted.
     public let tag: UInt64
-    public let opcode: Opcode
+    package let opcode: Opcode
     /// The file offset the request started at.
     public let offset: Int64
     public let outcome: IOOutcome

@@ -136,7 +136,7 @@ public final class IOEngine {
     }
 
     /// Whether the engine's kernel interface supports `opcode`.
-    public func supports(_ opcode: Opcode) -> Bool { backend.supports(opcode) }
+    package func supports(_ opcode: Opcode) -> Bool { backend.supports(opcode) }
 
     /// Requests submitted and not yet finished.
     public var inFlight: Int { table.pointee.inFlight }

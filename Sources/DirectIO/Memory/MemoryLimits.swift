@@ -1,8 +1,8 @@
 /// Process limits on memory DirectIO pins.
-public enum MemoryLimits {
+package enum MemoryLimits {
     /// RLIMIT_MEMLOCK's soft limit in bytes, or nil when unlimited. mlock'ed pool memory and
     /// io_uring registered buffers are each charged against it (unless the process has
     /// CAP_IPC_LOCK), and on recent kernels (6.18 here) so is each ring's own memory and the
     /// pages a zero-copy send pins. `Preflight` compares it with what a runtime needs.
-    public static var memlockLimitBytes: UInt64? { Sys.memlockLimit() }
+    package static var memlockLimitBytes: UInt64? { Sys.memlockLimit() }
 }

@@ -1,20 +1,20 @@
 /// The limits a plan must respect: the device's (from `DeviceLimits`) and DirectIO's own.
-public struct PlanLimits: Sendable, Equatable {
+package struct PlanLimits: Sendable, Equatable {
     /// Memory addresses of direct pieces must be multiples of this (power of two).
-    public var memoryAlignment: Int
+    package var memoryAlignment: Int
     /// File offsets and piece lengths must be multiples of this (power of two); for reads, the
     /// read offset alignment.
-    public var offsetAlignment: Int
+    package var offsetAlignment: Int
     /// Largest device I/O (max_sectors_kb; and at most MAX_RW_COUNT).
-    public var maxIOBytes: Int
+    package var maxIOBytes: Int
     /// Most pieces (iovecs) per device I/O (max_segments, and at most IOV_MAX).
-    public var maxSegments: Int
+    package var maxSegments: Int
     /// Largest piece (max_segment_size).
-    public var maxSegmentBytes: Int
+    package var maxSegmentBytes: Int
     /// Bounce memory one device I/O may use (one bounce buffer).
-    public var bounceBufferBytes: Int
+    package var bounceBufferBytes: Int
 
-    public init(memoryAlignment: Int, offsetAlignment: Int, maxIOBytes: Int, maxSegments: Int, maxSegmentBytes: Int, bounceBufferBytes: Int) {
+    package init(memoryAlignment: Int, offsetAlignment: Int, maxIOBytes: Int, maxSegments: Int, maxSegmentBytes: Int, bounceBufferBytes: Int) {
         self.memoryAlignment = memoryAlignment
         self.offsetAlignment = offsetAlignment
         self.maxIOBytes = maxIOBytes
@@ -25,7 +25,7 @@ public struct PlanLimits: Sendable, Equatable {
 
     /// The limits for reads or writes on a file with `limits`, using bounce buffers of
     /// `bounceBufferBytes`.
-    public init(_ limits: DeviceLimits, isRead: Bool, bounceBufferBytes: Int) {
+    package init(_ limits: DeviceLimits, isRead: Bool, bounceBufferBytes: Int) {
         // Plain optional unwrapping: Swift 6.3.1's release optimizer crashed (CopyPropagation,
         // "Found outside of lifetime use") on flatMap closures over these computed properties.
         var maxIO = AlignmentCheck.maxRequestBytes

@@ -11,7 +11,7 @@
 /// Limits: every device I/O starts and ends on the offset alignment, is at most `maxIOBytes`,
 /// has at most `maxSegments` pieces of at most `maxSegmentBytes`, each starting on the memory
 /// alignment, and uses at most one bounce buffer of `bounceBufferBytes`.
-public enum TransferPlanner {
+package enum TransferPlanner {
     private enum RunKind: Equatable {
         case direct(memory: UInt)
         case bounce
@@ -23,7 +23,7 @@ public enum TransferPlanner {
         var kind: RunKind
     }
 
-    public static func plan(segments input: [CallerSegment], fileOffset: Int64, isWrite: Bool, limits: PlanLimits) throws(DirectIOError) -> TransferPlan {
+    package static func plan(segments input: [CallerSegment], fileOffset: Int64, isWrite: Bool, limits: PlanLimits) throws(DirectIOError) -> TransferPlan {
         if let problem = limits.problem {
             throw DirectIOError(.invalidArgument, operation: "plan transfer", offset: fileOffset, detail: problem)
         }

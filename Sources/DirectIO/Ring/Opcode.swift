@@ -1,7 +1,7 @@
 /// io_uring operation codes DirectIO issues, with the kernel's numbering
 /// (`enum io_uring_op` in include/uapi/linux/io_uring.h; the numbers are ABI and never change).
 /// They are defined here rather than imported so that older kernel headers still build.
-public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+package enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case nop = 0
     case readv = 1
     case writev = 2
@@ -15,7 +15,7 @@ public enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case splice = 30
     case sendZeroCopy = 47
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .nop: "NOP"
         case .readv: "READV"

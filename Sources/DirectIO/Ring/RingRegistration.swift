@@ -86,11 +86,11 @@ extension IORing {
 }
 
 /// The opcodes a kernel reported as supported by IORING_REGISTER_PROBE.
-public struct OpcodeSupport: Sendable {
+package struct OpcodeSupport: Sendable {
     /// The highest opcode number this kernel knows.
-    public let lastOpcode: UInt8
+    package let lastOpcode: UInt8
     let supported: Set<UInt8>
 
-    public func supports(_ opcode: Opcode) -> Bool { supported.contains(opcode.rawValue) }
-    public func supports(rawOpcode: UInt8) -> Bool { supported.contains(rawOpcode) }
+    package func supports(_ opcode: Opcode) -> Bool { supported.contains(opcode.rawValue) }
+    package func supports(rawOpcode: UInt8) -> Bool { supported.contains(rawOpcode) }
 }
