@@ -239,6 +239,11 @@ enum Sys {
     /// `getpid()`.
     static var processID: Int32 { getpid() }
 
+    /// `kill(pid, 0)`: whether process `pid` exists (EPERM: it does, owned by someone else).
+    static func processExists(_ pid: Int32) -> Bool {
+        Glibc.kill(pid, 0) == 0 || dio_errno() == EPERM
+    }
+
     /// `access(path, F_OK)`: whether `path` exists (following links).
     static func exists(_ path: String) -> Bool {
         Glibc.access(path, F_OK) == 0

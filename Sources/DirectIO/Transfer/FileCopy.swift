@@ -99,6 +99,7 @@ private struct TemporaryFile {
 
     init(beside destination: String) throws(DirectIOError) {
         directory = DeviceLimits.parentDirectory(of: destination)
+        Self.removeAbandoned(beside: destination)
         if let fd = try? Sys.open(directory, flags: DIO_O_TMPFILE | O_RDWR | O_CLOEXEC, mode: 0o600) {
             self.fd = fd
             name = nil
@@ -112,7 +113,25 @@ private struct TemporaryFile {
     }
 
     static func hiddenName(for destination: String) -> String {
-        DeviceLimits.parentDirectory(of: destination) + "/." + Transfer.lastComponent(of: destination) + ".dio-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        DeviceLimits.parentDirectory(of: destination) + "/" + hiddenPrefix(for: destination) + "\(Sys.processID)-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// ".NAME.dio-": hidden names for `destination` start with it, then "PID-RANDOM".
+    private static func hiddenPrefix(for destination: String) -> String {
+        "." + Transfer.lastComponent(of: destination) + ".dio-"
+    }
+
+    /// Removes hidden names for `destination` left by copies that were killed: replacing an
+    /// existing file needs a hidden name between linkat and rename (linkat cannot replace),
+    /// and a SIGKILL in that instant leaves it. Only names whose process is gone are removed.
+    private static func removeAbandoned(beside destination: String) {
+        let directory = DeviceLimits.parentDirectory(of: destination)
+        let prefix = hiddenPrefix(for: destination)
+        guard let names = try? Sys.directoryEntries(directory) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "-" }), pid != Sys.processID, !Sys.processExists(pid) else { continue }
+            _ = try? Sys.unlink(directory + "/" + name)
+        }
     }
 
     /// Gives the finished file its final name (atomically replacing what was there) and syncs
