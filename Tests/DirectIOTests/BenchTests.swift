@@ -180,7 +180,7 @@ import Testing
             .workloads(sizeBytes: 1 << 30).first)
         #expect(aligned.blockAlign == 1 && aligned.name == "randwrite 4000 qd1 align 1")
         for (arguments, reason) in [(["--rw", "randread", "--blockalign", "1"], "--api sync or posix"),
-                                    (["--rw", "randread", "--api", "sync"], "--iodepth 1"),
+                                    (["--rw", "randread", "--api", "sync", "--iodepth", "300"], "at most 256"),
                                     (["--rw", "write", "--bsrange", "9-1", "--api", "sync", "--iodepth", "1"], "bsrange"),
                                     (["--rw", "write", "--bs-unaligned", "--api", "sync", "--iodepth", "1"], "--bs-unaligned needs --bsrange")] {
             do {
@@ -200,7 +200,7 @@ import Testing
         for extra in [["--rw", "randwrite", "--bs", "4000", "--blockalign", "1"], ["--rw", "randread", "--bs", "100", "--blockalign", "1"],
                       ["--rw", "write", "--bsrange", "1-9000", "--bs-unaligned", "--fdatasync", "64"]] {
             let result = try TestSupport.run([TestSupport.dioExecutable, "bench", path, "--size", "16m", "--runtime", "0.3", "--ramp", "0.1",
-                                              "--iodepth", "1", "--api", api, "--json"] + extra)
+                                              "--iodepth", extra.contains("randwrite") ? "8" : "1", "--api", api, "--json"] + extra)
             #expect(result.status == 0, "\(extra): \(result.error)")
             let json = try TestSupport.json(result.output)
             let ios = try #require(json["ios"] as? Int)

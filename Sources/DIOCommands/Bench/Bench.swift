@@ -55,7 +55,7 @@ public struct Bench: ParsableCommand {
     @Option(help: "auto (io_uring where this process may set up a ring, else blocking, said in the job's note), uring or blocking.")
     var engine: EngineArgument = .auto
 
-    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls), async-executor (the same tasks on the ring's own executor), async-scoped (those tasks with one IOScope each), sync (one thread of DirectFile calls at any offset, length and memory; --iodepth 1) or posix (the same as plain O_DIRECT pread/pwrite with the least read-modify-write: the floor for sync).")
+    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls), async-executor (the same tasks on the ring's own executor), async-scoped (those tasks with one IOScope each), sync (--iodepth threads of DirectFile calls, each one I/O at a time, at any offset, length and memory) or posix (the same with plain O_DIRECT pread/pwrite doing the least read-modify-write: the floor for sync).")
     var api: Workload.API = .batched
 
     @Option(help: "Random offsets are multiples of this (fio's blockalign; default: --bs). With --api sync or posix, e.g. 1.")

@@ -3,37 +3,112 @@ import DirectIO
 import Glibc
 import Histogram
 
-/// Runs one job one I/O at a time on the calling thread, at any offset, length and memory:
-/// through `DirectFile` (`--api sync`), or as plain O_DIRECT pread/pwrite doing the least an
-/// unaligned request needs (`--api posix`), the floor `sync` is measured against in one run.
+/// Runs one job as `iodepth` threads, each making one I/O at a time at any offset, length and
+/// memory: through `DirectFile` (`--api sync`; each thread has its own engine and file, as
+/// threads of a server would, and they share the block locks), or as plain O_DIRECT
+/// pread/pwrite doing the least an unaligned request needs (`--api posix`), the floor `sync` is
+/// measured against in one run.
 enum SyncBenchRunner {
     static func run(_ workload: Workload, path: String, sizeBytes: Int64) throws -> BenchResult {
         if let problem = workload.validate() {
             throw DirectIOError(.invalidArgument, operation: "bench", path: path, detail: problem)
         }
-        let io: any OneAtATime = workload.api == .posix ? try PlainIO(path: path, workload: workload) : try DirectFileIO(path: path, workload: workload)
-        let memory = try AlignedBuffer(byteCount: workload.maxBlockBytes + workload.bufferOffset)
-        var data = SplitMix(seed: workload.seed ^ 0xDA7A)
-        data.fill(UnsafeMutableRawBufferPointer(start: memory.baseAddress, count: memory.count))
+        let start = ProcessClock.nanoseconds()
+        let window = (start: start + UInt64(workload.rampSeconds * 1e9), end: start + UInt64((workload.rampSeconds + workload.runtimeSeconds) * 1e9))
+        let callers = (0..<workload.iodepth).map { Caller(index: $0, workload: workload, path: path, sizeBytes: sizeBytes, window: window) }
+        for caller in callers { try caller.start() }
+        // CPU over the measured window, taken here at its edges.
+        func sleep(until deadline: UInt64) {
+            let now = ProcessClock.nanoseconds()
+            if deadline > now { usleep(UInt32(min((deadline - now) / 1000, UInt64(UInt32.max)))) }
+        }
+        sleep(until: window.start)
+        let cpuStart = ProcessClock.cpuSeconds()
+        sleep(until: window.end)
+        let cpuEnd = ProcessClock.cpuSeconds()
+        for caller in callers { caller.join() }
+        if let failure = callers.lazy.compactMap(\.failure).first { throw failure }
 
-        var random = SplitMix(seed: workload.seed)
-        var sequential: Int64 = 0
-        var writes = 0
         var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         histogram.autoResize = true
+        for caller in callers { histogram.add(caller.histogram) }
+        let ios = callers.reduce(0) { $0 + $1.ios }
+        let bytes = callers.reduce(Int64(0)) { $0 + $1.bytes }
+        let bounced = callers.reduce(Int64(0)) { $0 + $1.bytesBounced }
+        return BenchResult(
+            workload: workload, engine: callers[0].kind, ios: ios, bytes: bytes, seconds: Double(window.end - window.start) / 1e9,
+            latencyP50Ns: histogram.valueAtPercentile(50), latencyP99Ns: histogram.valueAtPercentile(99), latencyP999Ns: histogram.valueAtPercentile(99.9),
+            cpuUserSeconds: cpuEnd.user - cpuStart.user, cpuSystemSeconds: cpuEnd.system - cpuStart.system,
+            bytesDirect: bytes - bounced, bytesBounced: bounced, bytesShifted: 0, registeredBuffers: false, notes: callers[0].notes)
+    }
+
+    /// The next I/O's size: fio's bsrange (multiples of its lower bound unless bs_unaligned).
+    fileprivate static func nextSize(_ workload: Workload, _ random: inout SplitMix) -> Int {
+        guard let range = workload.sizeRange else { return workload.blockBytes }
+        let size = range.lowerBound + Int(random.next() % UInt64(range.count))
+        return workload.unalignedSizes ? size : max(range.lowerBound, size / range.lowerBound * range.lowerBound)
+    }
+}
+
+/// One caller thread and what it measured. Its fields are written by its thread only, and read
+/// by the starting thread only after `join()` returns (pthread_join orders the two).
+private final class Caller {
+    let index: Int
+    let workload: Workload
+    let path: String
+    let sizeBytes: Int64
+    let window: (start: UInt64, end: UInt64)
+    private var thread = pthread_t()
+    var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    var ios = 0
+    var bytes: Int64 = 0
+    var bytesBounced: Int64 = 0
+    var kind = EngineKind.blocking
+    var notes: [String] = []
+    var failure: (any Error)?
+
+    init(index: Int, workload: Workload, path: String, sizeBytes: Int64, window: (start: UInt64, end: UInt64)) {
+        self.index = index
+        self.workload = workload
+        self.path = path
+        self.sizeBytes = sizeBytes
+        self.window = window
+        histogram.autoResize = true
+    }
+
+    func start() throws {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let created = pthread_create(&thread, nil, { raw in
+            guard let raw else { return nil }
+            let caller = Unmanaged<Caller>.fromOpaque(raw).takeRetainedValue()
+            do { try caller.loop() } catch { caller.failure = error }
+            return nil
+        }, context)
+        if created != 0 {
+            Unmanaged<Caller>.fromOpaque(context).release()
+            throw DirectIOError(.unexpected, operation: "bench", path: path, detail: "pthread_create failed (\(created))")
+        }
+    }
+
+    func join() { pthread_join(thread, nil) }
+
+    /// One I/O at a time until the window ends. The engine is made here: a thread-per-core
+    /// ring belongs to the thread that created it.
+    private func loop() throws {
+        let io: any OneAtATime = workload.api == .posix ? try PlainIO(path: path, workload: workload) : try DirectFileIO(path: path, workload: workload)
+        kind = io.kind
+        notes = io.notes
+        let memory = try AlignedBuffer(byteCount: workload.maxBlockBytes + workload.bufferOffset)
+        var random = SplitMix(seed: workload.seed &+ UInt64(index) &* 0x9E37_79B9)
+        random.fill(UnsafeMutableRawBufferPointer(start: memory.baseAddress, count: memory.count))
+        // Sequential callers take turns through the file: each starts at its own slice.
+        var sequential = sizeBytes / Int64(workload.iodepth) * Int64(index)
         let align = Int64(workload.blockAlign ?? workload.blockBytes)
-        let start = ProcessClock.nanoseconds()
-        let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
-        let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
-        var measuring = workload.rampSeconds == 0
-        var measureStart = start
-        var cpuStart = ProcessClock.cpuSeconds()
-        var bouncedStart = io.bytesBounced
-        var ios = 0
-        var bytes: Int64 = 0
-        var now = start
-        while now < end {
-            let count = nextSize(workload, &random)
+        var writes = 0
+        var bouncedAtStart: Int64? = nil
+        var now = ProcessClock.nanoseconds()
+        while now < window.end {
+            let count = SyncBenchRunner.nextSize(workload, &random)
             let offset: Int64
             if workload.pattern.isRandom {
                 offset = Int64(random.next() % UInt64((sizeBytes - Int64(count)) / align + 1)) * align
@@ -45,38 +120,21 @@ enum SyncBenchRunner {
             }
             let isWrite = workload.pattern == .randrw ? random.next() & 1 == 1 : workload.pattern.writes
             let buffer = UnsafeMutableRawBufferPointer(start: memory.baseAddress + workload.bufferOffset, count: count)
+            let submitted = now
+            if submitted >= window.start && bouncedAtStart == nil { bouncedAtStart = io.bytesBounced }
             let moved = isWrite ? try io.write(UnsafeRawBufferPointer(buffer), at: offset) : try io.read(into: buffer, at: offset)
             if isWrite {
                 writes += 1
                 if workload.fdatasyncEvery > 0 && writes % workload.fdatasyncEvery == 0 { try io.syncData() }
             }
-            let finished = ProcessClock.nanoseconds()
-            if measuring {
-                _ = histogram.record(finished - now)
+            now = ProcessClock.nanoseconds()
+            if submitted >= window.start && now <= window.end {
+                _ = histogram.record(now - submitted)
                 ios += 1
                 bytes += Int64(moved)
-            } else if finished >= rampEnd {
-                measuring = true
-                measureStart = finished
-                cpuStart = ProcessClock.cpuSeconds()
-                bouncedStart = io.bytesBounced
             }
-            now = finished
         }
-        let cpuEnd = ProcessClock.cpuSeconds()
-        let bounced = io.bytesBounced - bouncedStart
-        return BenchResult(
-            workload: workload, engine: io.kind, ios: ios, bytes: bytes, seconds: Double(now - measureStart) / 1e9,
-            latencyP50Ns: histogram.valueAtPercentile(50), latencyP99Ns: histogram.valueAtPercentile(99), latencyP999Ns: histogram.valueAtPercentile(99.9),
-            cpuUserSeconds: cpuEnd.user - cpuStart.user, cpuSystemSeconds: cpuEnd.system - cpuStart.system,
-            bytesDirect: bytes - bounced, bytesBounced: bounced, bytesShifted: 0, registeredBuffers: false, notes: io.notes)
-    }
-
-    /// The next I/O's size: fio's bsrange (multiples of its lower bound unless bs_unaligned).
-    private static func nextSize(_ workload: Workload, _ random: inout SplitMix) -> Int {
-        guard let range = workload.sizeRange else { return workload.blockBytes }
-        let size = range.lowerBound + Int(random.next() % UInt64(range.count))
-        return workload.unalignedSizes ? size : max(range.lowerBound, size / range.lowerBound * range.lowerBound)
+        bytesBounced = io.bytesBounced - (bouncedAtStart ?? io.bytesBounced)
     }
 }
 

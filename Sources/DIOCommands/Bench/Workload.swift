@@ -17,8 +17,8 @@ public struct Workload: Sendable, Equatable {
     /// AsyncFile calls on the global executor. async-executor: the same tasks on the ring's
     /// own executor (no cross-thread handoff). async-scoped: those tasks with one `IOScope`
     /// each, one cancellation handler per task instead of one per call.
-    /// sync: one thread of `DirectFile` calls, one I/O at a time, at any offset, length and
-    /// memory (DirectIO realigns). posix: the same job as plain O_DIRECT pread/pwrite doing the
+    /// sync: `iodepth` threads of `DirectFile` calls, each one I/O at a time, at any offset,
+    /// length and memory (DirectIO realigns). posix: the same job as plain O_DIRECT pread/pwrite doing the
     /// least an unaligned request needs (reads widened to blocks; a write reads its partly
     /// covered blocks, in one pread when small, then writes the covering blocks): the floor
     /// `sync` is compared with.
@@ -121,7 +121,7 @@ public struct Workload: Sendable, Equatable {
         if (unaligned || fdatasyncEvery > 0) && api != .sync && api != .posix {
             return "--blockalign, --bsrange and --fdatasync need --api sync or posix: the batched and async APIs take block-aligned requests only (for now)"
         }
-        if (api == .sync || api == .posix) && iodepth != 1 { return "--api \(api.rawValue) runs one I/O at a time: use --iodepth 1" }
+        if (api == .sync || api == .posix) && iodepth > 256 { return "--api \(api.rawValue) runs a thread per --iodepth: at most 256" }
         if api == .posix && mode == .buffered { return "--api posix is the O_DIRECT floor: use --mode direct" }
         return nil
     }
