@@ -174,6 +174,10 @@ import Testing
         // /mnt/bee is not under /mnt/b: the longest mount holding it is /, on vda.
         limits.path = "/mnt/bee/data"
         #expect(fixture.report(device: "0:42", limits: limits).kernelBounce.dmaDevice == "0000:00:02.0")
+        // The queue limits come from the same disk.
+        #expect(QueueLimits.read(major: 0, minor: 42, path: "/mnt/b/sub/data", files: fixture.files)?.deviceName == "loop3")
+        #expect(QueueLimits.read(major: 0, minor: 42, path: "/mnt/b/sub/data", files: fixture.files)?.logicalBlockSize == 4096)
+        #expect(QueueLimits.read(major: 0, minor: 42, files: fixture.files) == nil)
     }
 
     @Test func debugfsUnavailableLeavesTheSwiotlbPoolUnknown() throws {

@@ -103,6 +103,8 @@ extension SystemTests {
         #expect(limits.filesystem == "btrfs")
         #expect(limits.pageCacheServesMisaligned)
         #expect(limits.offsetAlignment == 4096 && limits.memoryAlignment == 4096)
+        // btrfs's anonymous device is traced to the loop device its mount names.
+        #expect(limits.queue?.deviceName == String(filesystem.device.path.dropFirst("/dev/".count)))
         let json = try inspectJSON([path])
         #expect(json["pageCacheServesMisaligned"] as? Bool == true)
         #expect((json["findings"] as? [[String: Any]])?.contains { ($0["problem"] as? String)?.contains("page cache") == true } == true)

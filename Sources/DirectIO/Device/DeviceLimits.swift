@@ -112,7 +112,7 @@ public struct DeviceLimits: Sendable, Equatable {
         let minor = isBlock ? stx.stx_rdev_minor : stx.stx_dev_minor
         // Queue limits are read each time (a handful of sysfs reads): a loop device number may
         // come back with another sector size. The probe is cached per device and queue.
-        let queue = QueueLimits.read(major: major, minor: minor)
+        let queue = QueueLimits.read(major: major, minor: minor, path: isBlock ? nil : path)
         let probe = DeviceCache.shared.probe(major: major, minor: minor, queue: queue) { () -> DirectIOProbe? in
             if isBlock { return DirectIOProbe.onExisting(fd: fd) }
             return DirectIOProbe.inDirectory(probeDirectory)

@@ -21,10 +21,11 @@ public struct QueueLimits: Sendable, Hashable {
     /// Segments may not cross a boundary of this mask + 1 (virt_boundary_mask; 0 = none).
     public var virtBoundaryMask: Int
 
-    /// Reads the limits for device `major:minor`, resolving a partition to its disk.
-    /// Returns nil for devices without a block queue (tmpfs, NFS, other anonymous devices).
-    static func read(major: UInt32, minor: UInt32, files: SystemFiles = .live) -> QueueLimits? {
-        guard let directory = files.diskDirectory(major: major, minor: minor) else { return nil }
+    /// Reads the limits for device `major:minor`, resolving a partition to its disk, and a
+    /// filesystem on an anonymous device (btrfs) to the disk its mount names (through `path`).
+    /// Returns nil for filesystems without a block device (tmpfs, NFS).
+    static func read(major: UInt32, minor: UInt32, path: String? = nil, files: SystemFiles = .live) -> QueueLimits? {
+        guard let directory = files.diskDirectory(major: major, minor: minor, path: path) else { return nil }
         let queue = directory + "/queue/"
         guard let logical = files.number(queue + "logical_block_size") else { return nil }
         let name = String(directory[directory.index(after: directory.lastIndex(of: "/") ?? directory.startIndex)...])

@@ -77,11 +77,7 @@ extension Preflight.KernelBounce {
     /// with `dma_mask_bits` (the PCI function of a virtio or NVMe disk). Filesystems on an
     /// anonymous device (btrfs) are resolved through their mount's source first.
     private static func dmaDevice(major: UInt32, minor: UInt32, path: String?, files: SystemFiles) -> (String?, Int?, String) {
-        var disk = files.diskDirectory(major: major, minor: minor)
-        if disk == nil, let source = files.mountSourceDevice(major: major, minor: minor, path: path) {
-            disk = files.diskDirectory(named: source)
-        }
-        guard let disk else {
+        guard let disk = files.diskDirectory(major: major, minor: minor, path: path) else {
             return (nil, nil, "no block device behind \(major):\(minor) (tmpfs, NFS or another filesystem without one)")
         }
         if disk.hasPrefix("/sys/devices/virtual/") {

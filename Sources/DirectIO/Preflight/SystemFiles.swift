@@ -61,6 +61,13 @@ struct SystemFiles: Sendable {
         return directory
     }
 
+    /// The sysfs directory of the disk behind device `major:minor`, or, for a filesystem on an
+    /// anonymous device (btrfs), of the disk its mount's source names (found through `path`).
+    func diskDirectory(major: UInt32, minor: UInt32, path: String?) -> String? {
+        diskDirectory(major: major, minor: minor)
+            ?? mountSourceDevice(major: major, minor: minor, path: path).flatMap { diskDirectory(named: $0) }
+    }
+
     /// The sysfs directory of the disk named `name` ("vda", "loop3", "sda1"), via
     /// /sys/class/block, with a partition resolved to its disk.
     func diskDirectory(named name: String) -> String? {
