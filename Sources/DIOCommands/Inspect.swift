@@ -156,10 +156,13 @@ struct Inspect: ParsableCommand {
     }
 }
 
-/// "25 GiB", "3 MiB", "8 KiB": the largest binary unit that divides evenly, else bytes.
+/// "25 GiB", "52 KiB", "128.1 MiB": the largest binary unit it reaches, with one decimal when
+/// it does not divide evenly; plain bytes below 1 KiB.
 func formatSize(_ bytes: UInt64) -> String {
-    for (suffix, unit) in [("GiB", UInt64(1) << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes >= unit && bytes % unit == 0 {
-        return "\(bytes / unit) \(suffix)"
+    for (suffix, unit) in [("GiB", UInt64(1) << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes >= unit {
+        if bytes % unit == 0 { return "\(bytes / unit) \(suffix)" }
+        let tenths = (bytes * 10 + unit / 2) / unit
+        return "\(tenths / 10).\(tenths % 10) \(suffix)"
     }
     return "\(bytes) bytes"
 }

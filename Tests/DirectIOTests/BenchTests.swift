@@ -211,4 +211,12 @@ import Testing
             }
         }
     }
+
+    @Test func sizesPrintAsPeopleReadThem() {
+        #expect(formatSize(25 << 30) == "25 GiB")
+        #expect(formatSize(53_248) == "52 KiB")
+        #expect(formatSize(134_324_224) == "128.1 MiB")
+        #expect(formatSize(1_536) == "1.5 KiB")
+        #expect(formatSize(100) == "100 bytes")
+    }
 }
