@@ -56,8 +56,8 @@ extension IOEngine {
 /// Wraps a real backend and injects the faults in a `FaultPlan` between the engine and the
 /// kernel. It exercises, against real files, every path by which the engine turns kernel
 /// results into outcomes: retry, remainder resubmission, error reporting, reordering.
-final class FaultInjectingBackend: EngineBackend {
-    private let inner: any EngineBackend
+final class FaultInjectingBackend: WrappingBackend {
+    let inner: any EngineBackend
     private let plan: FaultPlan
     private var random: UInt64
     /// Completions made up here (EAGAIN, EINTR, EIO), or released from the delay queue.
@@ -70,15 +70,6 @@ final class FaultInjectingBackend: EngineBackend {
         self.random = plan.seed
     }
 
-    var kind: EngineKind { inner.kind }
-    var submissionCapacity: Int { inner.submissionCapacity }
-    var completionCapacity: Int { inner.completionCapacity }
-    var fixedBufferSlots: Int { inner.fixedBufferSlots }
-    var fixedFileSlots: Int { inner.fixedFileSlots }
-    func supports(_ opcode: Opcode) -> Bool { inner.supports(opcode) }
-    func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) { try inner.updateFixedBuffers(first: first, regions: regions) }
-    func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) { try inner.updateFixedFiles(first: first, fds: fds) }
-    func enqueueCancel(target: UInt64, userData: UInt64) -> Bool { inner.enqueueCancel(target: target, userData: userData) }
 
     private func roll(_ percent: Int) -> Bool {
         guard percent > 0 else { return false }

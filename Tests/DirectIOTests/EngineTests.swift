@@ -271,10 +271,7 @@ struct EngineConfig: Sendable, CustomTestStringConvertible {
     let flags: RingSetupFlags
 
     func make(queueDepth: Int = 64) throws -> IOEngine {
-        do { return try IOEngine(choice, queueDepth: queueDepth, ringFlags: flags) } catch {
-            try TestSupport.skipIfMemlockRefused(error, "an io_uring ring")
-            throw error
-        }
+        try TestSupport.skippingIfMemlockRefuses { try IOEngine(choice, queueDepth: queueDepth, ringFlags: flags) }
     }
 
     var testDescription: String { choice == .blocking ? "blocking" : "io_uring \(flags)" }

@@ -12,10 +12,7 @@ import DIOCommands
     static let engines: [IOEngine.Choice] = [.ioUring, .blocking]
 
     private func engine(_ choice: IOEngine.Choice, _ plan: FaultPlan) throws -> IOEngine {
-        do { return try IOEngine.injectingFaults(plan, choice, queueDepth: 16, fixedBufferSlots: 64, fixedFileSlots: 16) } catch {
-            try TestSupport.skipIfMemlockRefused(error, "an io_uring ring")
-            throw error
-        }
+        try TestSupport.skippingIfMemlockRefuses { try IOEngine.injectingFaults(plan, choice, queueDepth: 16, fixedBufferSlots: 64, fixedFileSlots: 16) }
     }
 
     private static let everything = FaultPlan(seed: 5, shortTransferPercent: 30, againPercent: 10, interruptPercent: 10, delayPercent: 30)

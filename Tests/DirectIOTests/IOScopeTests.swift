@@ -82,8 +82,7 @@ import Testing
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let runtime = try IORuntime(rings: 1, queueDepth: 8)
-        if !runtime.usesIOUring { try TestSupport.skipIfMemlockRefused(DirectIOError(.outOfMemory, operation: "create I/O runtime", detail: "RLIMIT_MEMLOCK: the rings fell back to blocking"), "a read left in the kernel (io_uring)") }
-        try #require(runtime.usesIOUring, "io_uring is needed to leave a read in the kernel")
+        try TestSupport.requireRings(runtime, for: "a read left in the kernel")
         let (pipe, writer) = try fifo(directory, runtime: runtime)
         defer { close(writer) }
         let started = ConditionLock(false)
@@ -186,8 +185,7 @@ import Testing
         defer { TestSupport.remove(directory) }
         let runtime = try IORuntime(rings: 1, queueDepth: 8)
         let other = try IORuntime(rings: 1, queueDepth: 8)
-        if !runtime.usesIOUring { try TestSupport.skipIfMemlockRefused(DirectIOError(.outOfMemory, operation: "create I/O runtime", detail: "RLIMIT_MEMLOCK: the rings fell back to blocking"), "a read left in the kernel (io_uring)") }
-        try #require(runtime.usesIOUring, "io_uring is needed to leave a read in the kernel")
+        try TestSupport.requireRings(runtime, for: "a read left in the kernel")
         let (pipe, writer) = try fifo(directory, runtime: runtime)
         defer { close(writer) }
         for escaped in [true, false] {

@@ -4,7 +4,7 @@ import Testing
 @testable import DirectIO
 
 /// Records how many reads each submission carried (everything else goes to the real backend).
-final class SubmissionCountingBackend: EngineBackend {
+final class SubmissionCountingBackend: WrappingBackend {
     let inner: any EngineBackend
     private var queuedReads: [Int] = []
     /// The lengths of the reads each `submit` carried, for submissions that carried any.
@@ -12,16 +12,6 @@ final class SubmissionCountingBackend: EngineBackend {
 
     init(_ inner: any EngineBackend) { self.inner = inner }
 
-    var kind: EngineKind { inner.kind }
-    var submissionCapacity: Int { inner.submissionCapacity }
-    var completionCapacity: Int { inner.completionCapacity }
-    var fixedBufferSlots: Int { inner.fixedBufferSlots }
-    var fixedFileSlots: Int { inner.fixedFileSlots }
-    func supports(_ opcode: Opcode) -> Bool { inner.supports(opcode) }
-    func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) { try inner.updateFixedBuffers(first: first, regions: regions) }
-    func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) { try inner.updateFixedFiles(first: first, fds: fds) }
-    func enqueueCancel(target: UInt64, userData: UInt64) -> Bool { inner.enqueueCancel(target: target, userData: userData) }
-    func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int { inner.reap(into: buffer, limit: limit) }
 
     func enqueue(_ operation: IOOperation, userData: UInt64) -> Bool {
         guard inner.enqueue(operation, userData: userData) else { return false }
@@ -40,16 +30,12 @@ final class SubmissionCountingBackend: EngineBackend {
     /// An engine whose submissions are counted; skipped where RLIMIT_MEMLOCK refuses the ring.
     private func countingEngine(_ choice: IOEngine.Choice) throws -> (IOEngine, SubmissionCountingBackend) {
         var counting: SubmissionCountingBackend? = nil
-        let engine: IOEngine
-        do {
-            engine = try IOEngine(choice, queueDepth: 8, ringFlags: .anyThread, fixedBufferSlots: 64, fixedFileSlots: 8) { inner in
+        let engine = try TestSupport.skippingIfMemlockRefuses {
+            try IOEngine(choice, queueDepth: 8, ringFlags: .anyThread, fixedBufferSlots: 64, fixedFileSlots: 8) { inner in
                 let backend = SubmissionCountingBackend(inner)
                 counting = backend
                 return backend
             }
-        } catch {
-            try TestSupport.skipIfMemlockRefused(error, "an io_uring ring")
-            throw error
         }
         return (engine, try #require(counting))
     }

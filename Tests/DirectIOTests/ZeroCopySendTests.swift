@@ -7,7 +7,7 @@ import Testing
 /// A backend that answers SEND_ZC itself, like the kernel does but on the test's schedule:
 /// the send's completion (with IORING_CQE_F_MORE) at once, the notification only when the
 /// test releases it. Everything else goes to the real backend.
-final class HeldNotificationBackend: EngineBackend {
+final class HeldNotificationBackend: WrappingBackend {
     let inner: any EngineBackend
     /// The send completion's result; `fullLength` sends everything asked.
     static let fullLength = Int32.min
@@ -19,15 +19,7 @@ final class HeldNotificationBackend: EngineBackend {
 
     init(_ inner: any EngineBackend) { self.inner = inner }
 
-    var kind: EngineKind { inner.kind }
-    var submissionCapacity: Int { inner.submissionCapacity }
-    var completionCapacity: Int { inner.completionCapacity }
-    var fixedBufferSlots: Int { inner.fixedBufferSlots }
-    var fixedFileSlots: Int { inner.fixedFileSlots }
     func supports(_ opcode: Opcode) -> Bool { opcode == .sendZeroCopy || inner.supports(opcode) }
-    func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) { try inner.updateFixedBuffers(first: first, regions: regions) }
-    func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) { try inner.updateFixedFiles(first: first, fds: fds) }
-    func enqueueCancel(target: UInt64, userData: UInt64) -> Bool { inner.enqueueCancel(target: target, userData: userData) }
 
     func enqueue(_ operation: IOOperation, userData: UInt64) -> Bool {
         guard operation.opcode == .sendZeroCopy else { return inner.enqueue(operation, userData: userData) }

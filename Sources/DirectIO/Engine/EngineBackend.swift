@@ -53,3 +53,24 @@ package protocol EngineBackend: AnyObject {
     /// Points fixed-file slots `first...` at `fds` (-1 clears a slot).
     func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno)
 }
+
+/// A backend that changes a few of another backend's answers (fault injection, test doubles)
+/// and passes everything else through: adopters implement only what they change.
+package protocol WrappingBackend: EngineBackend {
+    var inner: any EngineBackend { get }
+}
+
+extension WrappingBackend {
+    package var kind: EngineKind { inner.kind }
+    package var submissionCapacity: Int { inner.submissionCapacity }
+    package var completionCapacity: Int { inner.completionCapacity }
+    package var fixedBufferSlots: Int { inner.fixedBufferSlots }
+    package var fixedFileSlots: Int { inner.fixedFileSlots }
+    package func enqueue(_ operation: IOOperation, userData: UInt64) -> Bool { inner.enqueue(operation, userData: userData) }
+    package func enqueueCancel(target: UInt64, userData: UInt64) -> Bool { inner.enqueueCancel(target: target, userData: userData) }
+    package func submit(waitingFor minimum: Int) throws(Errno) { try inner.submit(waitingFor: minimum) }
+    package func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int { inner.reap(into: buffer, limit: limit) }
+    package func supports(_ opcode: Opcode) -> Bool { inner.supports(opcode) }
+    package func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) { try inner.updateFixedBuffers(first: first, regions: regions) }
+    package func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) { try inner.updateFixedFiles(first: first, fds: fds) }
+}

@@ -135,21 +135,33 @@ enum TestSupport {
         try Test.cancel("RLIMIT_MEMLOCK refuses \(what)")
     }
 
-    /// An io_uring engine, for tests about io_uring itself; skipped where RLIMIT_MEMLOCK refuses
-    /// the ring.
-    static func ringEngine(queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedFileSlots: Int = 256) throws -> IOEngine {
-        do { return try IOEngine(.ioUring, queueDepth: queueDepth, ringFlags: ringFlags, fixedFileSlots: fixedFileSlots) } catch {
-            try skipIfMemlockRefused(error, "an io_uring ring")
+    /// `body`'s result (an engine or ring it makes); the test is skipped where RLIMIT_MEMLOCK
+    /// refuses it, and fails with any other error.
+    static func skippingIfMemlockRefuses<T: ~Copyable>(_ what: String = "an io_uring ring", _ body: () throws -> T) throws -> T {
+        do { return try body() } catch {
+            try skipIfMemlockRefused(error, what)
             throw error
         }
     }
 
+    /// Skips the test when `runtime`'s rings fell back to blocking under a binding
+    /// RLIMIT_MEMLOCK and the test needs requests left in the kernel.
+    static func requireRings(_ runtime: IORuntime, for what: String) throws {
+        if !runtime.usesIOUring {
+            try skipIfMemlockRefused(DirectIOError(.outOfMemory, operation: "create I/O runtime", detail: "RLIMIT_MEMLOCK: the rings fell back to blocking"), what)
+        }
+        try #require(runtime.usesIOUring, "io_uring is needed for \(what)")
+    }
+
+    /// An io_uring engine, for tests about io_uring itself; skipped where RLIMIT_MEMLOCK refuses
+    /// the ring.
+    static func ringEngine(queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedFileSlots: Int = 256) throws -> IOEngine {
+        try skippingIfMemlockRefuses { try IOEngine(.ioUring, queueDepth: queueDepth, ringFlags: ringFlags, fixedFileSlots: fixedFileSlots) }
+    }
+
     /// A raw ring, skipped where RLIMIT_MEMLOCK refuses it.
     static func ring(entries: UInt32, flags: RingSetupFlags) throws -> DirectIO.IORing {
-        do { return try DirectIO.IORing(entries: entries, flags: flags) } catch {
-            try skipIfMemlockRefused(error, "an io_uring ring")
-            throw error
-        }
+        try skippingIfMemlockRefuses { try DirectIO.IORing(entries: entries, flags: flags) }
     }
 
     /// Whether the pool was registered. Where RLIMIT_MEMLOCK binds, a refusal that names the
