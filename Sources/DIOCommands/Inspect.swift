@@ -120,7 +120,7 @@ struct Inspect: ParsableCommand {
             ("kernel bounce (swiotlb)", bounce.bounces.map { $0 ? "yes: " + bounce.reasons.joined(separator: "; ") : "no" } ?? "unknown"),
             ("  DMA device", (bounce.dmaDevice ?? "none") + " (\(bounce.dmaDeviceNote))"),
             ("  DMA mask", bounce.dmaMaskBits.map { "\($0) bits" } ?? "unknown"),
-            ("  memory ends at", bounce.memoryEndAddress.map { "0x" + String($0, radix: 16) + " (\(formatSize($0)))" } ?? "unknown"),
+            ("  memory ends at", bounce.memoryEndAddress.map { "0x" + String($0, radix: 16) + " (\(Preflight.size($0)))" } ?? "unknown"),
             ("  swiotlb forced", bounce.swiotlbForced ? "yes" : "no"),
             ("  memory encryption", bounce.memoryEncryption ?? "none"),
             ("  swiotlb slots", bounce.swiotlbSlots.map { "\($0), \(known(bounce.swiotlbSlotsUsed)) in use (\(bounce.swiotlbNote))" } ?? bounce.swiotlbNote),
@@ -134,8 +134,8 @@ struct Inspect: ParsableCommand {
             ("", ""),
             ("RLIMIT_MEMLOCK", memory.limitKnown ? (memory.limitBytes.map { "\($0) bytes" } ?? "unlimited") : "unknown"),
             ("  CAP_IPC_LOCK", memory.capIPCLock.map { $0 ? "yes (the limit does not apply)" : "no" } ?? "unknown"),
-            ("  runtime locks", "\(formatSize(memory.neededBytes)): \(memory.rings) ring\(memory.rings == 1 ? "" : "s") × (\(formatSize(UInt64(memory.ringBytes))) queues + \(formatSize(UInt64(memory.poolBytes))) pool)"),
-            ("  fits", memory.fits ? "yes" : "no: set at least \(formatSize(memory.suggestedLimitBytes)) (ulimit -l \(memory.suggestedLimitBytes >> 10); LimitMEMLOCK=\(memory.suggestedLimitBytes))"),
+            ("  runtime locks", "\(Preflight.size(memory.neededBytes)): \(memory.rings) ring\(memory.rings == 1 ? "" : "s") × (\(Preflight.size(UInt64(memory.ringBytes))) queues + \(Preflight.size(UInt64(memory.poolBytes))) pool)"),
+            ("  fits", memory.fits ? "yes" : "no: set at least \(Preflight.size(memory.suggestedLimitBytes)) (ulimit -l \(memory.suggestedLimitBytes >> 10); LimitMEMLOCK=\(memory.suggestedLimitBytes))"),
         ]
         if let pool { rows.append(("pool", pool.text)) }
         let width = rows.map(\.0.count).max() ?? 0
@@ -154,17 +154,6 @@ struct Inspect: ParsableCommand {
             }
         }
     }
-}
-
-/// "25 GiB", "52 KiB", "128.1 MiB": the largest binary unit it reaches, with one decimal when
-/// it does not divide evenly; plain bytes below 1 KiB.
-func formatSize(_ bytes: UInt64) -> String {
-    for (suffix, unit) in [("GiB", UInt64(1) << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes >= unit {
-        if bytes % unit == 0 { return "\(bytes / unit) \(suffix)" }
-        let tenths = (bytes * 10 + unit / 2) / unit
-        return "\(tenths / 10).\(tenths % 10) \(suffix)"
-    }
-    return "\(bytes) bytes"
 }
 
 /// What a pool of a given size gets on this machine: locked or not, registered or not.

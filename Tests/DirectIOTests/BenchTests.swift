@@ -39,8 +39,9 @@ import Testing
         #expect(jobs.allSatisfy { $0.engine == .ioUring && $0.mode == .direct && $0.buffers == .registered })
     }
 
-    @Test func theDefaultEngineFallsBackWhereIoUringIsRefused() throws {
-        // `dio bench` with no --engine must run under any RLIMIT_MEMLOCK or io_uring policy.
+    @Test func benchAndVerifyDefaultToTheAutomaticEngine() throws {
+        // `dio bench` with no --engine must run under any RLIMIT_MEMLOCK or io_uring policy
+        // (the runs themselves: SystemTests.benchAndVerifyRunUnderAnyMemlockLimit).
         let jobs = try Bench.parse(["--rw", "randread"]).workloads(sizeBytes: 1 << 30)
         #expect(jobs.map(\.engine) == [.automatic])
         let verify = try Verify.parse(["/tmp/x"])
@@ -210,13 +211,5 @@ import Testing
                 #expect((json["bytesBounced"] as? Int ?? 0) > 0, "\(extra)")
             }
         }
-    }
-
-    @Test func sizesPrintAsPeopleReadThem() {
-        #expect(formatSize(25 << 30) == "25 GiB")
-        #expect(formatSize(53_248) == "52 KiB")
-        #expect(formatSize(134_324_224) == "128.1 MiB")
-        #expect(formatSize(1_536) == "1.5 KiB")
-        #expect(formatSize(100) == "100 bytes")
     }
 }

@@ -311,4 +311,12 @@ import Testing
         #expect(!report.lockedMemory.limitKnown)
         #expect(fixture.report(device: "0:41").kernelBounce.dmaDevice == nil)
     }
+
+    @Test func sizesPrintAsPeopleReadThem() {
+        #expect(Preflight.size(25 << 30) == "25 GiB")
+        #expect(Preflight.size(53_248) == "52 KiB")
+        #expect(Preflight.size(134_324_224) == "128.1 MiB")
+        #expect(Preflight.size(1_536) == "1.5 KiB")
+        #expect(Preflight.size(100) == "100 bytes")
+    }
 }

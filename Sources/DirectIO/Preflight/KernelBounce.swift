@@ -59,7 +59,7 @@ extension Preflight.KernelBounce {
             reasons.append("memory encryption is active (\(memoryEncryption) guest): devices cannot read encrypted memory, so all I/O is bounced through shared memory")
         }
         if let bits = dmaMaskBits, bits < 64, let end = memoryEndAddress, end > UInt64(1) << UInt64(bits) {
-            reasons.append("the device's DMA mask is \(bits) bits (it reaches \(Self.size(UInt64(1) << UInt64(bits)))) but memory extends to \(Self.size(end)): I/O into memory above the mask is bounced")
+            reasons.append("the device's DMA mask is \(bits) bits (it reaches \(Preflight.size(UInt64(1) << UInt64(bits)))) but memory extends to \(Preflight.size(end)): I/O into memory above the mask is bounced")
         }
         self.reasons = reasons
         if !reasons.isEmpty {
@@ -156,10 +156,6 @@ extension Preflight.KernelBounce {
         return (nil, nil, "unknown: debugfs is not mounted at /sys/kernel/debug or not readable (as root: mount -t debugfs none /sys/kernel/debug)")
     }
 
-    static func size(_ bytes: UInt64) -> String {
-        bytes >= 1 << 30 && bytes % (1 << 30) == 0 ? "\(bytes >> 30) GiB"
-            : bytes >= 1 << 20 ? "\(bytes >> 20) MiB" : "\(bytes >> 10) KiB"
-    }
 
     /// Slots of the default pool in use right now (for `dio bench`'s before and after); nil
     /// when debugfs cannot tell.

@@ -26,9 +26,9 @@ extension Preflight {
         }
         if let bits = bounce.dmaMaskBits, bits < 64, let end = bounce.memoryEndAddress, end > UInt64(1) << UInt64(bits) {
             findings.append(Finding(topic: "kernel bounce",
-                                    problem: "\(bounce.dmaDevice ?? "the device") can address only \(bits) bits (\(KernelBounce.size(UInt64(1) << UInt64(bits)))) but memory extends to \(KernelBounce.size(end))",
+                                    problem: "\(bounce.dmaDevice ?? "the device") can address only \(bits) bits (\(Preflight.size(UInt64(1) << UInt64(bits)))) but memory extends to \(Preflight.size(end))",
                                     consequence: copied("Direct I/O into memory above the mask"),
-                                    fix: "turn on the IOMMU (intel_iommu=on or amd_iommu=on, iommu=pt) so the device reaches all memory, or keep I/O buffers below \(KernelBounce.size(UInt64(1) << UInt64(bits)))"))
+                                    fix: "turn on the IOMMU (intel_iommu=on or amd_iommu=on, iommu=pt) so the device reaches all memory, or keep I/O buffers below \(Preflight.size(UInt64(1) << UInt64(bits)))"))
         }
         return findings
     }
@@ -67,9 +67,9 @@ extension Preflight {
 
     private static func memoryFindings(_ memory: LockedMemory) -> [Finding] {
         guard !memory.fits, memory.limitKnown, let limit = memory.limitBytes else { return [] }
-        let plan = "\(memory.rings) ring\(memory.rings == 1 ? "" : "s") of depth \(memory.queueDepth)" + (memory.poolBytes > 0 ? " each registering a \(KernelBounce.size(UInt64(memory.poolBytes))) pool" : "")
+        let plan = "\(memory.rings) ring\(memory.rings == 1 ? "" : "s") of depth \(memory.queueDepth)" + (memory.poolBytes > 0 ? " each registering a \(Preflight.size(UInt64(memory.poolBytes))) pool" : "")
         return [Finding(topic: "locked memory",
-                        problem: "RLIMIT_MEMLOCK is \(KernelBounce.size(limit)), and \(plan) lock about \(KernelBounce.size(memory.neededBytes))",
+                        problem: "RLIMIT_MEMLOCK is \(Preflight.size(limit)), and \(plan) lock about \(Preflight.size(memory.neededBytes))",
                         consequence: "Buffers that do not fit stay unregistered (the kernel pins their pages on every I/O) and rings that do not fit fall back to the blocking engine; DirectIO says so once and every I/O still completes",
                         fix: "ulimit -l \(memory.suggestedLimitBytes >> 10) in the shell, LimitMEMLOCK=\(memory.suggestedLimitBytes) in the systemd unit, memlock in /etc/security/limits.conf, or grant CAP_IPC_LOCK")]
     }

@@ -61,6 +61,17 @@ public struct Preflight: Sendable {
         findings = Self.findings(kernelBounce: kernelBounce, ioUring: ioUring, lockedMemory: lockedMemory, limits: limits)
     }
 
+    /// "25 GiB", "52 KiB", "128.1 MiB": the largest binary unit the size reaches, with one
+    /// decimal when it does not divide evenly; plain bytes below 1 KiB. For reports and `dio`.
+    package static func size(_ bytes: UInt64) -> String {
+        for (suffix, unit) in [("GiB", UInt64(1) << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes >= unit {
+            if bytes % unit == 0 { return "\(bytes / unit) \(suffix)" }
+            let tenths = (bytes * 10 + unit / 2) / unit
+            return "\(tenths / 10).\(tenths % 10) \(suffix)"
+        }
+        return "\(bytes) bytes"
+    }
+
     /// "major:minor" as DeviceLimits writes it.
     static func deviceNumbers(_ device: String) -> (UInt32, UInt32)? {
         let parts = device.split(separator: ":")

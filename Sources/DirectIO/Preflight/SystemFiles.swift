@@ -12,8 +12,12 @@ struct SystemFiles: Sendable {
 
     static let live = SystemFiles(root: "")
 
+    /// `root` with links resolved, to recognise resolved paths that stay inside it.
+    private let rootResolved: String
+
     init(root: String) {
         self.root = root == "/" ? "" : root
+        rootResolved = self.root.isEmpty ? "" : (try? Sys.realpath(root)) ?? root
     }
 
     func text(_ path: String) -> String? { readSmallFile(root + path) }
@@ -36,7 +40,6 @@ struct SystemFiles: Sendable {
         return root.isEmpty ? full : String(full.dropFirst(rootResolved.count))
     }
 
-    private var rootResolved: String { (try? Sys.realpath(root)) ?? root }
 
     /// The value after "Key:" on the first line whose part before the colon, without the
     /// padding, is `key` (/proc/self/status writes "Seccomp:\t2", /proc/cpuinfo "flags\t\t: ...").
