@@ -79,16 +79,7 @@ public struct DirectFile: ~Copyable {
 
     /// The file's size in bytes (for a block device, the device's capacity).
     public func size() throws(DirectIOError) -> Int64 {
-        if limits.isBlockDevice {
-            var bytes: UInt64 = 0
-            do { try Sys.ioctl(descriptor, DIO_BLKGETSIZE64, &bytes) } catch {
-                throw .system(error, operation: "size", call: "ioctl(BLKGETSIZE64)", path: path)
-            }
-            return Int64(bytes)
-        }
-        do { return Int64(try Sys.fstat(descriptor).st_size) } catch {
-            throw .system(error, operation: "size", call: "fstat", path: path)
-        }
+        try rules.size(of: descriptor, operation: "size")
     }
 
     /// Allocates disk space for `length` bytes at `offset` so later writes there cannot fail

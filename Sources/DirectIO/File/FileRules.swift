@@ -1,3 +1,4 @@
+import CDirectIO
 import SystemPackage
 
 /// One file's argument checks and error wording, shared by `DirectFile` and `AsyncFile` so
@@ -21,6 +22,20 @@ struct FileRules: Sendable {
         }
         if let violation = alignment.violation(address: address, offset: offset, length: length, isRead: isRead) {
             throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, detail: AlignmentCheck.describe(violation, limits: limits, isRead: isRead))
+        }
+    }
+
+    /// The size of the file open as `fd` (for a block device, its capacity).
+    func size(of fd: Int32, operation: String) throws(DirectIOError) -> Int64 {
+        if limits.isBlockDevice {
+            var bytes: UInt64 = 0
+            do { try Sys.ioctl(fd, DIO_BLKGETSIZE64, &bytes) } catch {
+                throw .system(error, operation: operation, call: "ioctl(BLKGETSIZE64)", path: path)
+            }
+            return Int64(bytes)
+        }
+        do { return Int64(try Sys.fstat(fd).st_size) } catch {
+            throw .system(error, operation: operation, call: "fstat", path: path)
         }
     }
 
