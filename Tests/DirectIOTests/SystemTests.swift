@@ -195,7 +195,7 @@ struct SystemTests {
         try roundTrip(path, blockBytes: 4096, seed: 7)
     }
 
-    @Test func unalignedRequestsOnAFourKiBSectorDeviceAndXfsAreByteExact() throws {
+    @Test func unalignedRequestsOnAFourKiBSectorDeviceAndXfsAreByteExact() async throws {
         // 4 KiB logical sectors: every offset or length off 4096 goes through read-modify-write.
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
@@ -203,6 +203,10 @@ struct SystemTests {
         defer { device.detach() }
         for (index, config) in EngineTests.engines.enumerated() {
             try BounceWorkload.run(path: device.path, engine: config.make(), operations: 150, span: 1 << 20, seed: 50 + UInt64(index), fixedSize: 8 << 20)
+        }
+        for (index, engine) in AsyncTests.engines.enumerated() {
+            let runtime = try IORuntime(rings: 2, queueDepth: 16, engine: engine)
+            try await BounceWorkload.run(path: device.path, runtime: runtime, operations: 150, span: 1 << 20, seed: 150 + UInt64(index), fixedSize: 8 << 20)
         }
         guard TestSupport.which("mkfs.xfs") != nil else {
             print("skipping the xfs half: mkfs.xfs not installed (apt-get install xfsprogs)")
@@ -212,6 +216,10 @@ struct SystemTests {
         defer { filesystem.unmount() }
         for (index, config) in EngineTests.engines.enumerated() {
             try BounceWorkload.run(path: filesystem.mountPoint + "/data\(index)", engine: config.make(), operations: 150, span: 300_000, seed: 60 + UInt64(index))
+        }
+        for (index, engine) in AsyncTests.engines.enumerated() {
+            let runtime = try IORuntime(rings: 2, queueDepth: 16, engine: engine)
+            try await BounceWorkload.run(path: filesystem.mountPoint + "/async\(index)", runtime: runtime, operations: 150, span: 300_000, seed: 160 + UInt64(index))
         }
     }
 

@@ -20,9 +20,12 @@ import SystemPackage
 /// which matters most to tasks on a ring's executor, where each hop makes Swift's runtime look
 /// up the task's executor preference under a lock.
 ///
-/// Memory, offsets and lengths must meet the file's direct-I/O alignment (`limits`); pool
-/// buffers and `AlignedBuffer`s always do. `read(count:at:)` takes any offset and length.
-/// Unaligned writes need read-modify-write under block locks: use `DirectFile`, which bounces.
+/// Any memory, offset and length, as with `DirectFile`: what breaks the file's direct-I/O
+/// alignment (`limits`) goes through the runtime's bounce buffers (the aligned middle still
+/// straight to the caller's memory), and a write that covers blocks only partly reads, merges
+/// and writes them back under block locks that a task awaits without blocking its thread.
+/// Pool buffers and `AlignedBuffer`s at aligned offsets never need it. Open with
+/// `misaligned: .fail` to have such requests refused instead.
 public final class AsyncFile: Sendable {
     public let path: String
     public let limits: DeviceLimits
@@ -39,6 +42,12 @@ public final class AsyncFile: Sendable {
     let rules: FileRules
     /// The ring requests from outside the runtime's threads go to.
     let home: Int
+    let identity: DirectFile.Identity
+    /// Whether requests that break the alignment are realigned (else refused).
+    let bouncesMisaligned: Bool
+    /// The caller's bounce pool, if it passed one; else the runtime's.
+    let bouncePool: BufferPool
+    let waitsForBounceBuffers: Bool
 
     /// Opens `path` on `runtime` (default: `IORuntime.shared()`).
     public init(path: String, options: OpenOptions = OpenOptions(), runtime: IORuntime? = nil) throws(DirectIOError) {
@@ -52,6 +61,10 @@ public final class AsyncFile: Sendable {
         self.descriptor = opened.fd
         self.rules = FileRules(path: path, limits: opened.limits, isDirect: opened.isDirect)
         self.home = runtime.assignHome()
+        self.identity = opened.identity
+        self.bouncesMisaligned = options.misaligned == .bounce
+        self.bouncePool = options.bouncePool ?? runtime.bouncePool
+        self.waitsForBounceBuffers = options.waitForBounceBuffers
     }
 
     deinit {
@@ -90,26 +103,28 @@ public final class AsyncFile: Sendable {
         try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, poolSlot: nil, scope: scope)
     }
 
-    /// Reads `count` bytes at `offset`, any offset and length: the covering aligned range is
-    /// read into a temporary aligned buffer and the bytes asked for are copied out. Returns
-    /// fewer bytes only at end of file.
+    /// Reads `count` bytes at `offset` into a new array; fewer only at end of file.
     nonisolated(nonsending) public func read(count: Int, at offset: Int64, in scope: IOScope? = nil) async throws -> [UInt8] {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: count) {
             throw DirectIOError(.invalidArgument, operation: "read", path: path, offset: offset, length: count, detail: problem)
         }
         guard count > 0 else { return [] }
-        let block = Int64(rules.alignment.readAlignment)
-        let first = offset / block * block
-        let last = (offset + Int64(count) + block - 1) / block * block
-        // Heap memory aligned to the page (no mmap per call); it outlives the request, since
-        // `transfer` returns only after the kernel's final completion.
-        let span = Int(last - first)
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: span, alignment: max(Sys.pageSize, rules.alignment.memoryAlignment))
-        defer { scratch.deallocate() }
-        let got = try await transfer(.read, address: UInt(bitPattern: scratch.baseAddress), length: span, at: first, poolSlot: nil, scope: scope)
-        let skip = Int(offset - first)
-        let available = max(0, min(count, got - skip))
-        return Array(scratch[skip..<skip + available])
+        // Freed only after the read has returned, that is after its last completion.
+        let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+        defer { memory.deallocate() }
+        let got = try await read(into: memory, at: offset, in: scope)
+        return Array(memory[0..<got])
+    }
+
+    /// Writes `bytes` at `offset`; returns the bytes written. The bytes are first copied to
+    /// memory aligned for the device (an array's storage cannot be lent across an await), so
+    /// only an unaligned offset or length still needs the bounce buffer.
+    nonisolated(nonsending) public func write(_ bytes: [UInt8], at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
+        guard !bytes.isEmpty else { return try await write(UnsafeRawBufferPointer(start: nil, count: 0), at: offset, in: scope) }
+        let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: max(16, rules.alignment.memoryAlignment))
+        defer { memory.deallocate() }
+        memory.copyBytes(from: bytes)
+        return try await write(UnsafeRawBufferPointer(memory), at: offset, in: scope)
     }
 
     // MARK: Vectored
@@ -140,8 +155,16 @@ public final class AsyncFile: Sendable {
     @inline(__always) nonisolated(nonsending) private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?, scope: IOScope?) async throws -> Int {
         let isRead = opcode == .read
         let name = isRead ? "read" : "write"
-        try rules.checkArguments(name: name, address: address, offset: offset, length: length, isRead: isRead)
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: length) {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: length, detail: problem)
+        }
         guard length > 0 else { return 0 }
+        if let violation = rules.alignment.violation(address: address, offset: offset, length: length, isRead: isRead) {
+            guard bouncesMisaligned else {
+                throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, detail: AlignmentCheck.describe(violation, limits: limits, isRead: isRead))
+            }
+            return try await transferRealigned(isRead: isRead, [CallerSegment(address: address, length: length)], at: offset, name: name, scope: scope)
+        }
         let request = AsyncRequest(opcode: opcode, fd: descriptor, address: address, length: length, offset: offset, poolSlot: poolSlot,
                                    blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment, scope: covered(by: scope))
         let outcome = try await perform(request, name: name, offset: offset)
@@ -158,6 +181,12 @@ public final class AsyncFile: Sendable {
         let total = vectors.reduce(0) { $0 + $1.iov_len }
         guard vectors.count <= AlignmentCheck.maxVectors else {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: "\(vectors.count) buffers exceed IOV_MAX (\(AlignmentCheck.maxVectors))")
+        }
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
+        }
+        if bouncesMisaligned && vectors.contains(where: { rules.alignment.violation(address: UInt(bitPattern: $0.iov_base), offset: offset, length: $0.iov_len, isRead: isRead) != nil }) {
+            return try await transferRealigned(isRead: isRead, vectors.map { CallerSegment(address: UInt(bitPattern: $0.iov_base), length: $0.iov_len) }, at: offset, name: name, scope: scope)
         }
         for (position, vector) in vectors.enumerated() {
             do { try rules.checkArguments(name: name, address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: isRead) } catch {
@@ -184,7 +213,7 @@ public final class AsyncFile: Sendable {
 
     /// The state of `scope` when its handler covers this file's requests, else nil (the
     /// request then gets a handler of its own).
-    @inline(__always) private func covered(by scope: IOScope?) -> IOScopeState? {
+    @inline(__always) func covered(by scope: IOScope?) -> IOScopeState? {
         guard let scope, scope.covers(runtime) else { return nil }
         return scope.state
     }
@@ -192,7 +221,7 @@ public final class AsyncFile: Sendable {
     /// Submits `request` and waits for its final completion, also when the task is cancelled
     /// meanwhile (cancellation is forwarded to the kernel, then awaited): by the request's
     /// `IOScope`, or else by a handler around this one request.
-    @inline(__always) nonisolated(nonsending) private func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
+    @inline(__always) nonisolated(nonsending) func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
         let worker = runtime.worker(home: home)
         let outcome: IOOutcome
         if request.scope != nil {
@@ -210,5 +239,27 @@ public final class AsyncFile: Sendable {
         }
         if outcome.errno == .canceled && request.isCancelled { throw CancellationError() }
         return outcome
+    }
+
+    /// `perform` for two requests submitted together, awaited as one.
+    nonisolated(nonsending) func perform(_ first: AsyncRequest, _ second: AsyncRequest, name: String, offset: Int64) async throws -> (IOOutcome, IOOutcome) {
+        let worker = runtime.worker(home: home)
+        if first.scope != nil {
+            await withUnsafeContinuation { worker.submit(first, second, resuming: $0) }
+        } else {
+            await withTaskCancellationHandler {
+                await withUnsafeContinuation { worker.submit(first, second, resuming: $0) }
+            } onCancel: {
+                for request in [first, second] {
+                    request.markCancelled()
+                    worker.post(.cancel(request))
+                }
+            }
+        }
+        for request in [first, second] where request.refusedByShutdown || (request.outcome.errno == .canceled && request.cancelledByShutdown) {
+            throw DirectIOError(.cancelled, operation: name, path: path, offset: offset, detail: "the I/O runtime has shut down")
+        }
+        if [first, second].contains(where: { $0.outcome.errno == .canceled && $0.isCancelled }) { throw CancellationError() }
+        return (first.outcome, second.outcome)
     }
 }

@@ -28,6 +28,10 @@ final class AsyncRequest: @unchecked Sendable {
     private let cancelled = Atomic<Bool>(false)
 
     var continuation: UnsafeContinuation<IOOutcome, Never>?
+    /// Set instead of `continuation` for requests submitted together (`RingWorker.submit(_:_:resuming:)`):
+    /// the group resumes its task once all are done, and each request keeps its `outcome`.
+    var group: RequestGroup?
+    var outcome = IOOutcome(bytes: 0, errno: nil)
     /// The engine tag while the request is in the kernel (worker only); 0 before.
     var tag: UInt64 = 0
     /// The runtime had shut down: the request never reached the kernel.
@@ -70,8 +74,31 @@ final class AsyncRequest: @unchecked Sendable {
 
     /// Hands the outcome to the waiting task (once).
     func finish(_ outcome: IOOutcome) {
+        if let group {
+            self.outcome = outcome
+            self.group = nil
+            group.finishOne()
+            return
+        }
         let waiting = continuation
         continuation = nil
         waiting?.resume(returning: outcome)
+    }
+}
+
+/// Requests submitted together and awaited as one: the task resumes when the last finishes.
+/// The count is atomic because a refused request can finish on the submitting thread while
+/// its partner finishes on the ring's.
+final class RequestGroup: Sendable {
+    private let remaining: Atomic<Int>
+    private let continuation: UnsafeContinuation<Void, Never>
+
+    init(count: Int, resuming continuation: UnsafeContinuation<Void, Never>) {
+        remaining = Atomic(count)
+        self.continuation = continuation
+    }
+
+    func finishOne() {
+        if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { continuation.resume() }
     }
 }

@@ -17,6 +17,10 @@ public final class IORuntime: Sendable {
     let executors: [RingExecutor]
     /// The executors' workers, kept as an array for the lookup every request makes.
     let workers: [RingWorker]
+    /// Bounce buffers for async requests that break a file's alignment, made with the runtime
+    /// and registered with every ring: a task waiting for one is waiting for a buffer that
+    /// exists, never for memory that may fail to appear (the seed's emergency pool).
+    public let bouncePool: BufferPool
     private let nextHome = Atomic<Int>(0)
 
     private static let sharedRuntime = ConditionLock<IORuntime?>(nil)
@@ -36,11 +40,16 @@ public final class IORuntime: Sendable {
     ///   - queueDepth: requests in the kernel at once per ring; more wait in order.
     ///   - engine: `.automatic` (io_uring where it works), or `.blocking` to have each ring's
     ///     thread make blocking system calls (tests, sandboxes without io_uring).
-    public init(rings: Int? = nil, queueDepth: Int = 128, engine: IOEngine.Choice = .automatic) throws(DirectIOError) {
+    ///   - bounceBuffers: how many bounce buffers unaligned requests share (each realigned
+    ///     request holds one from its first device I/O to its last); more wait for one.
+    ///   - bounceBufferBytes: each one's size; larger unaligned requests go through in pieces.
+    public init(rings: Int? = nil, queueDepth: Int = 128, engine: IOEngine.Choice = .automatic,
+                bounceBuffers: Int = 16, bounceBufferBytes: Int = 256 << 10) throws(DirectIOError) {
         let count = rings ?? Sys.onlineCores
         guard count >= 1 && count <= 1024, queueDepth >= 1 && queueDepth <= 16_383 else {
             throw DirectIOError(.invalidArgument, operation: "create I/O runtime", detail: "rings must be 1...1024 and queue depth 1...16383 (got \(count), \(queueDepth))")
         }
+        let pool = try BufferPool(count: bounceBuffers, bufferBytes: bounceBufferBytes)
         var executors: [RingExecutor] = []
         for _ in 0..<count {
             do { executors.append(try RingWorker.start(queueDepth: queueDepth, engine: engine)) } catch {
@@ -50,6 +59,9 @@ public final class IORuntime: Sendable {
         }
         self.executors = executors
         self.workers = executors.map(\.worker)
+        self.bouncePool = pool
+        // Before any request can reach a ring (a refused registration leaves the pool usable).
+        for worker in workers { worker.post(.register(pool, nil)) }
     }
 
     deinit {
@@ -72,7 +84,7 @@ public final class IORuntime: Sendable {
     public func register(_ pool: BufferPool) async {
         for worker in workers {
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-                if !worker.post(.register(pool, done)) { done.resume() }
+                if !worker.post(.register(pool, { done.resume() })) { done.resume() }
             }
         }
     }

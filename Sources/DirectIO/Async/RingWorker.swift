@@ -31,7 +31,8 @@ final class RingWorker: @unchecked Sendable {
         /// see the scope's flag when their turn comes).
         case cancelScope(IOScopeState)
         case job(UnownedJob)
-        case register(BufferPool, CheckedContinuation<Void, Never>)
+        /// Register a pool with the ring, then call the closure, if any.
+        case register(BufferPool, (@Sendable () -> Void)?)
         /// A file is gone: drop its descriptor from the fixed-file table, then tell `release`.
         case forget(DescriptorRelease)
         /// Finish (or cancel) what is in flight, then exit; resumes the continuation, if any, once done.
@@ -223,6 +224,21 @@ final class RingWorker: @unchecked Sendable {
         }
     }
 
+    /// Starts two requests together, resuming `continuation` once both have their final
+    /// completion (each request then holds its `outcome`).
+    func submit(_ first: AsyncRequest, _ second: AsyncRequest, resuming continuation: UnsafeContinuation<Void, Never>) {
+        let group = RequestGroup(count: 2, resuming: continuation)
+        for request in [first, second] {
+            request.group = group
+            if isCurrent {
+                accept(request)
+            } else if !post(.request(request)) {
+                request.refusedByShutdown = true
+                request.finish(IOOutcome(bytes: 0, errno: .canceled))
+            }
+        }
+    }
+
     // MARK: The worker thread
 
     private func run(ready: ConditionLock<ReadyState>, executor: RingExecutor) {
@@ -254,7 +270,7 @@ final class RingWorker: @unchecked Sendable {
                 case .job(let job): local.pointee.localJobs.append(job)
                 case .register(let pool, let done):
                     engine.register(pool)
-                    done.resume()
+                    done?()
                 case .forget(let release):
                     forget(release.fd, engine)
                     release.done()
@@ -461,7 +477,7 @@ final class RingWorker: @unchecked Sendable {
                 request.refusedByShutdown = true
                 request.finish(IOOutcome(bytes: 0, errno: .canceled))
             case .job(let job): executor.runElsewhere(job)
-            case .register(_, let done): done.resume()
+            case .register(_, let done): done?()
             case .forget(let release): release.done()
             case .stop(_, let done): done?.resume()
             case .cancel, .cancelScope: break

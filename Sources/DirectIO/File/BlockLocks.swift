@@ -1,9 +1,12 @@
-/// Locks on file blocks under read-modify-write, shared by every DirectFile in the process.
+/// Locks on file blocks under read-modify-write, shared by every file in the process, whatever
+/// API wrote through it.
 ///
 /// Two unaligned writes that touch the same edge block would otherwise each read the old
 /// block, merge their own bytes, and write it back, and the later write would erase the
 /// earlier one's bytes. A write locks all its partial blocks at once or waits holding none,
-/// so writers never deadlock; writes to other blocks never wait.
+/// so writers never deadlock; writes to other blocks never wait. Threads wait on the lock's
+/// condition; tasks suspend (a ring thread must never block) and are granted their blocks by
+/// the unlock that frees them.
 final class BlockLocks: Sendable {
     struct Key: Hashable, Sendable {
         var device: UInt64
@@ -11,20 +14,55 @@ final class BlockLocks: Sendable {
         var block: Int64
     }
 
-    static let shared = BlockLocks()
-    private let held = ConditionLock<Set<Key>>([])
+    private struct State: Sendable {
+        var held: Set<Key> = []
+        /// Suspended tasks, in arrival order, with the blocks each waits for.
+        var waiting: [(keys: [Key], resume: UnsafeContinuation<Void, Never>)] = []
 
-    func lock(_ keys: [Key]) {
-        guard !keys.isEmpty else { return }
-        _ = held.wait { held -> Bool? in
-            guard keys.allSatisfy({ !held.contains($0) }) else { return nil }
+        mutating func tryLock(_ keys: [Key]) -> Bool {
+            guard keys.allSatisfy({ !held.contains($0) }) else { return false }
             held.formUnion(keys)
             return true
         }
     }
 
+    static let shared = BlockLocks()
+    private let state = ConditionLock(State())
+
+    func lock(_ keys: [Key]) {
+        guard !keys.isEmpty else { return }
+        _ = state.wait { state -> Bool? in state.tryLock(keys) ? true : nil }
+    }
+
+    /// Locks `keys` from a task: suspends while another write holds any of them.
+    func lock(_ keys: [Key]) async {
+        guard !keys.isEmpty, !state.withLock({ $0.tryLock(keys) }) else { return }
+        await withUnsafeContinuation { (resume: UnsafeContinuation<Void, Never>) in
+            // Checked again under the lock: an unlock may have come in between.
+            let granted = state.withLock { state -> Bool in
+                if state.tryLock(keys) { return true }
+                state.waiting.append((keys, resume))
+                return false
+            }
+            if granted { resume.resume() }
+        }
+    }
+
     func unlock(_ keys: [Key]) {
         guard !keys.isEmpty else { return }
-        held.updateAndBroadcast { $0.subtract(keys) }
+        var granted: [UnsafeContinuation<Void, Never>] = []
+        state.updateAndBroadcast { state in
+            state.held.subtract(keys)
+            // Waiting tasks whose blocks are all free now get them before any thread looks.
+            var index = 0
+            while index < state.waiting.count {
+                if state.tryLock(state.waiting[index].keys) {
+                    granted.append(state.waiting.remove(at: index).resume)
+                } else {
+                    index += 1
+                }
+            }
+        }
+        for resume in granted { resume.resume() }
     }
 }

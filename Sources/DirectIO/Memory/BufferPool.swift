@@ -25,6 +25,9 @@ public final class BufferPool: Sendable, CustomStringConvertible {
         var registration: Registration
         /// How many takes found the pool empty and waited.
         var waits = 0
+        /// Tasks suspended until a buffer comes back, in arrival order: a returned buffer goes
+        /// to the first of them directly.
+        var waitingTasks: [UnsafeContinuation<Int, Never>] = []
     }
 
     /// Whether the engine's fixed-buffer table holds this pool's buffers.
@@ -99,6 +102,27 @@ public final class BufferPool: Sendable, CustomStringConvertible {
         return PoolBuffer(pool: self, index: index, address: address(of: index))
     }
 
+    /// `takeWaiting()` for a task: suspends (never blocks its thread, which may be a ring's)
+    /// until a buffer is returned; says whether it had to wait.
+    func takeWaiting(waited: inout Bool) async -> PoolBuffer {
+        if let buffer = take() {
+            waited = false
+            return buffer
+        }
+        waited = true
+        let index = await withUnsafeContinuation { (resume: UnsafeContinuation<Int, Never>) in
+            // Looked at again under the lock: a buffer may have come back in between.
+            let free = state.withLock { state -> Int? in
+                if let index = state.free.popLast() { return index }
+                state.waits += 1
+                state.waitingTasks.append(resume)
+                return nil
+            }
+            if let free { resume.resume(returning: free) }
+        }
+        return PoolBuffer(pool: self, index: index, address: address(of: index))
+    }
+
     /// How many times a caller found the pool empty and waited.
     public var waits: Int { state.withLock { $0.waits } }
 
@@ -123,7 +147,15 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     }
 
     fileprivate func giveBack(_ index: Int) {
-        state.updateAndBroadcast { $0.free.append(index) }
+        var task: UnsafeContinuation<Int, Never>? = nil
+        state.updateAndBroadcast { state in
+            if state.waitingTasks.isEmpty {
+                state.free.append(index)
+            } else {
+                task = state.waitingTasks.removeFirst()
+            }
+        }
+        task?.resume(returning: index)
     }
 
     public var description: String {

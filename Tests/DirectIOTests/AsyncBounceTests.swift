@@ -1,0 +1,102 @@
+import Foundation
+import Glibc
+import Testing
+@testable import DirectIO
+
+/// AsyncFile takes any memory, offset and length, like DirectFile, through the same
+/// realignment layer: byte-exact against a model and pread (RELIABILITY-CASES 1, 2, 7).
+@Suite struct AsyncBounceTests {
+    @Test(arguments: AsyncTests.engines)
+    func unalignedReadsAndWritesOnExt4MatchTheReference(engine: IOEngine.Choice) async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let runtime = try IORuntime(rings: 2, queueDepth: 32, engine: engine)
+        try await BounceWorkload.run(path: directory + "/data", runtime: runtime, operations: 300, span: 300_000, seed: 141)
+        #expect(runtime.bouncePool.available == runtime.bouncePool.count)
+    }
+
+    @Test func tmpfsTakesEveryRequestDirectly() async throws {
+        let directory = "/dev/shm/directio-async-bounce-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { TestSupport.remove(directory) }
+        for (index, engine) in AsyncTests.engines.enumerated() {
+            let runtime = try IORuntime(rings: 1, queueDepth: 16, engine: engine)
+            try await BounceWorkload.run(path: directory + "/random\(index)", runtime: runtime, operations: 200, span: 300_000, seed: 143 + UInt64(index))
+        }
+    }
+
+    /// Tasks write disjoint 1,000-byte ranges whose edges share blocks, all at once: the
+    /// block locks (awaited, never blocking a ring thread) keep each read-modify-write from
+    /// erasing a neighbour's bytes. One ring, so a task that blocked its thread would hang.
+    @Test(arguments: AsyncTests.engines)
+    func tasksWritingAdjacentUnalignedRangesLoseNothing(engine: IOEngine.Choice) async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        try TestSupport.referenceWrite(path, [UInt8](repeating: 0, count: 256 * 1000 + 4096))
+        let runtime = try IORuntime(rings: 1, queueDepth: 8, engine: engine, bounceBuffers: 2)
+        let file = try AsyncFile(path: path, runtime: runtime)
+        let failures = await withTaskGroup(of: String?.self) { group in
+            for range in 0..<256 {
+                group.addTask { @Sendable in
+                    await withTaskExecutorPreference(range % 2 == 0 ? runtime.executor(ring: 0) : nil) {
+                        let bytes = [UInt8](repeating: UInt8(1 + range % 255), count: 1000)
+                        do {
+                            let written = try await file.write(bytes, at: Int64(range * 1000))
+                            return written == 1000 ? nil : "range \(range): wrote \(written)"
+                        } catch { return "range \(range): \(error)" }
+                    }
+                }
+            }
+            var failures: [String] = []
+            for await failure in group { if let failure { failures.append(failure) } }
+            return failures
+        }
+        #expect(failures.isEmpty, "\(failures.prefix(3))")
+        var expected = [UInt8]()
+        for range in 0..<256 { expected += [UInt8](repeating: UInt8(1 + range % 255), count: 1000) }
+        TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 256_000), expected, "every range as its task wrote it")
+        // Two bounce buffers for 256 tasks: most waited, and every buffer came back.
+        #expect(runtime.bouncePool.waits > 0)
+        #expect(runtime.bouncePool.available == 2)
+    }
+
+    @Test func headAndTailFarApartAreReadTogetherAndMerged() async throws {
+        // A write of 200,000 bytes at an unaligned offset: its head and tail blocks are more
+        // than 64 KiB apart, so the two merge reads go to the ring as a pair.
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        var model = TestSupport.pattern(count: 400_000, seed: 151)
+        try TestSupport.referenceWrite(path, model)
+        let runtime = try IORuntime(rings: 1, queueDepth: 8)
+        let file = try AsyncFile(path: path, runtime: runtime)
+        let bytes = TestSupport.pattern(count: 200_000, seed: 152)
+        let written = try await file.write(bytes, at: 12_345)
+        #expect(written == 200_000)
+        model.replaceSubrange(12_345..<212_345, with: bytes)
+        TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 400_001), model, "file after the write")
+        let back = try await file.read(count: 300_000, at: 5)
+        TestSupport.expectSameBytes(back, Array(model[5..<300_005]), "read back at an odd offset")
+    }
+
+    @Test func misalignedRequestsAreRefusedWhenTheFileSaysFail() async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let before = TestSupport.pattern(count: 8192, seed: 161)
+        try TestSupport.referenceWrite(path, before)
+        let runtime = try IORuntime(rings: 1, queueDepth: 8)
+        let file = try AsyncFile(path: path, options: OpenOptions(misaligned: .fail), runtime: runtime)
+        let bytes = [UInt8](repeating: 7, count: 100)
+        await #expect(throws: DirectIOError.self) {
+            _ = try await file.write(bytes, at: 10)
+        }
+        do {
+            _ = try await file.write(bytes, at: 10)
+        } catch let error as DirectIOError {
+            #expect(error.code == .misaligned && error.offset == 10 && error.path == path)
+        }
+        #expect(try TestSupport.referenceRead(path, count: 8193) == before)
+    }
+}
