@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Unaligned I/O at QD1 through DirectFile (`--api sync`) against the floor, plain O_DIRECT
+# Unaligned I/O at QD1 through DirectFile (`--api sync`) and AsyncFile (`--api async`, one
+# task on the global executor) against the floor, plain O_DIRECT
 # pread/pwrite doing the least read-modify-write (`--api posix`), and against aligned 4 KiB
 # I/O, on the same file in one run, rounds in rotating order.
 #
@@ -49,6 +50,8 @@ for round in $(seq 1 "$rounds"); do
     name=${spec%%|*}; args=${spec#*|}
     order=("posix|${binaries[0]}|posix")
     for index in "${!binaries[@]}"; do order+=("sync#$index|${binaries[$index]}|sync"); done
+    # The async API (one task awaiting one I/O at a time) on the first binary.
+    order+=("async|${binaries[0]}|async")
     # Rotate the order each round so no one always runs first.
     for step in $(seq 0 $(( ${#order[@]} - 1 ))); do
       entry=${order[$(( (step + round) % ${#order[@]} ))]}

@@ -12,7 +12,7 @@ import Testing
         defer { TestSupport.remove(directory) }
         let runtime = try IORuntime(rings: 2, queueDepth: 32, engine: engine)
         try await BounceWorkload.run(path: directory + "/data", runtime: runtime, operations: 300, span: 300_000, seed: 141)
-        #expect(runtime.bouncePool.available == runtime.bouncePool.count)
+        #expect(runtime.bouncePool.available == runtime.bouncePool.count && runtime.smallBouncePool.available == runtime.smallBouncePool.count)
     }
 
     @Test func tmpfsTakesEveryRequestDirectly() async throws {
@@ -34,7 +34,7 @@ import Testing
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"
         try TestSupport.referenceWrite(path, [UInt8](repeating: 0, count: 256 * 1000 + 4096))
-        let runtime = try IORuntime(rings: 1, queueDepth: 8, engine: engine, bounceBuffers: 2)
+        let runtime = try IORuntime(rings: 1, queueDepth: 2, engine: engine)
         let file = try AsyncFile(path: path, runtime: runtime)
         let failures = await withTaskGroup(of: String?.self) { group in
             for range in 0..<256 {
@@ -56,9 +56,10 @@ import Testing
         var expected = [UInt8]()
         for range in 0..<256 { expected += [UInt8](repeating: UInt8(1 + range % 255), count: 1000) }
         TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 256_000), expected, "every range as its task wrote it")
-        // Two bounce buffers for 256 tasks: most waited, and every buffer came back.
-        #expect(runtime.bouncePool.waits > 0)
-        #expect(runtime.bouncePool.available == 2)
+        // Two small bounce buffers (one per request the ring holds) for 256 tasks: most
+        // waited, and every buffer came back.
+        #expect(runtime.smallBouncePool.count == 2 && runtime.smallBouncePool.waits > 0)
+        #expect(runtime.smallBouncePool.available == 2)
     }
 
     @Test func headAndTailFarApartAreReadTogetherAndMerged() async throws {

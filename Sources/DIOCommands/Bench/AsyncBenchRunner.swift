@@ -35,7 +35,7 @@ enum AsyncBenchRunner {
             throw DirectIOError(.invalidArgument, operation: "bench", path: path, detail: problem)
         }
         let runtime = try IORuntime(rings: rings, queueDepth: workload.iodepth)
-        let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.blockBytes, hugePages: workload.hugePages)
+        let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.maxBlockBytes + workload.bufferOffset, hugePages: workload.hugePages)
         let access: OpenOptions.Access = workload.pattern.writes ? .readWrite : .readOnly
         let file = try AsyncFile(path: path, options: OpenOptions(access: access, directIO: workload.mode == .direct ? .required : .disabled), runtime: runtime)
         var notes = pool.mapping.notes
@@ -54,11 +54,14 @@ enum AsyncBenchRunner {
             throw DirectIOError(.unexpected, operation: "bench", path: path, detail: "the async job produced no result")
         }
         if let failure = totals.failure { throw DirectIOError(.ioError, operation: "bench", path: path, detail: failure) }
+        // The file counts from the first I/O, ramp included: the window's bytes in that share.
+        let counted = file.statistics
+        let bounced = counted.bytesBounced == 0 ? 0 : totals.bytes * Int64(counted.bytesBounced) / Int64(counted.bytesBounced + counted.bytesDirect)
         return BenchResult(
             workload: workload, engine: runtime.usesIOUring ? .ioUring : .blocking, ios: totals.ios, bytes: totals.bytes, seconds: seconds,
             latencyP50Ns: totals.histogram.valueAtPercentile(50), latencyP99Ns: totals.histogram.valueAtPercentile(99), latencyP999Ns: totals.histogram.valueAtPercentile(99.9),
             cpuUserSeconds: cpu.user, cpuSystemSeconds: cpu.system,
-            bytesDirect: file.isDirect ? totals.bytes : 0, bytesBounced: 0, bytesShifted: 0,
+            bytesDirect: file.isDirect ? totals.bytes - bounced : 0, bytesBounced: bounced, bytesShifted: 0,
             registeredBuffers: workload.buffers == .registered && pool.registration != .unregistered, notes: notes)
     }
 
@@ -122,12 +125,18 @@ enum AsyncBenchRunner {
         var random = SplitMix(seed: workload.seed &+ UInt64(index) &* 0x9E37_79B9)
         buffer.withUnsafeMutableBytes { random.fill($0) }
         var sequential = Int64(index) * Int64(workload.blockBytes)
+        // Unaligned jobs: sequential callers take turns through the file, each from its slice.
+        var slice = Int64(blocks) * Int64(workload.blockBytes) / Int64(workload.iodepth) * Int64(index)
+        var writesDone = 0
         // One clock read per I/O: a completion's time is its successor's submission time, as
         // in the batched runner (which reads the clock once per reaped batch).
         var now = ProcessClock.nanoseconds()
         while true {
+            let count = workload.nextSize(&random)
             let offset: Int64
-            if workload.pattern.isRandom {
+            if workload.unaligned {
+                offset = workload.nextOffset(count: count, sizeBytes: Int64(blocks) * Int64(workload.blockBytes), sequential: &slice, &random)
+            } else if workload.pattern.isRandom {
                 offset = Int64(random.next() % blocks) * Int64(workload.blockBytes)
             } else {
                 offset = sequential
@@ -138,7 +147,17 @@ enum AsyncBenchRunner {
             let submitted = now
             if submitted >= end { break }
             do {
-                let moved = writes ? try await file.write(buffer, at: offset, in: scope) : try await file.read(into: &buffer, at: offset, in: scope)
+                let moved: Int
+                if workload.bufferOffset == 0 {
+                    moved = writes ? try await file.write(buffer, count: count, at: offset, in: scope) : try await file.read(into: &buffer, count: count, at: offset, in: scope)
+                } else {
+                    let memory = UnsafeMutableRawBufferPointer(start: buffer.baseAddress + workload.bufferOffset, count: count)
+                    moved = writes ? try await file.write(UnsafeRawBufferPointer(memory), at: offset, in: scope) : try await file.read(into: memory, at: offset, in: scope)
+                }
+                if writes {
+                    writesDone += 1
+                    if workload.fdatasyncEvery > 0 && writesDone % workload.fdatasyncEvery == 0 { try await file.sync(.data, in: scope) }
+                }
                 let finished = ProcessClock.nanoseconds()
                 now = finished
                 if submitted >= rampEnd && finished <= end {

@@ -41,13 +41,6 @@ enum SyncBenchRunner {
             cpuUserSeconds: cpuEnd.user - cpuStart.user, cpuSystemSeconds: cpuEnd.system - cpuStart.system,
             bytesDirect: bytes - bounced, bytesBounced: bounced, bytesShifted: 0, registeredBuffers: false, notes: callers[0].notes)
     }
-
-    /// The next I/O's size: fio's bsrange (multiples of its lower bound unless bs_unaligned).
-    fileprivate static func nextSize(_ workload: Workload, _ random: inout SplitMix) -> Int {
-        guard let range = workload.sizeRange else { return workload.blockBytes }
-        let size = range.lowerBound + Int(random.next() % UInt64(range.count))
-        return workload.unalignedSizes ? size : max(range.lowerBound, size / range.lowerBound * range.lowerBound)
-    }
 }
 
 /// One caller thread and what it measured. Its fields are written by its thread only, and read
@@ -103,21 +96,12 @@ private final class Caller {
         random.fill(UnsafeMutableRawBufferPointer(start: memory.baseAddress, count: memory.count))
         // Sequential callers take turns through the file: each starts at its own slice.
         var sequential = sizeBytes / Int64(workload.iodepth) * Int64(index)
-        let align = Int64(workload.blockAlign ?? workload.blockBytes)
         var writes = 0
         var bouncedAtStart: Int64? = nil
         var now = ProcessClock.nanoseconds()
         while now < window.end {
-            let count = SyncBenchRunner.nextSize(workload, &random)
-            let offset: Int64
-            if workload.pattern.isRandom {
-                offset = Int64(random.next() % UInt64((sizeBytes - Int64(count)) / align + 1)) * align
-            } else {
-                // Back to back, wrapping at the end of the file (appends, for --rw write).
-                if sequential + Int64(count) > sizeBytes { sequential = 0 }
-                offset = sequential
-                sequential += Int64(count)
-            }
+            let count = workload.nextSize(&random)
+            let offset = workload.nextOffset(count: count, sizeBytes: sizeBytes, sequential: &sequential, &random)
             let isWrite = workload.pattern == .randrw ? random.next() & 1 == 1 : workload.pattern.writes
             let buffer = UnsafeMutableRawBufferPointer(start: memory.baseAddress + workload.bufferOffset, count: count)
             let submitted = now

@@ -86,6 +86,25 @@ public struct Workload: Sendable, Equatable {
     /// The largest I/O the job makes.
     var maxBlockBytes: Int { sizeRange?.upperBound ?? blockBytes }
 
+    /// The next I/O's size: fio's bsrange (multiples of its lower bound unless bs_unaligned).
+    func nextSize(_ random: inout SplitMix) -> Int {
+        guard let range = sizeRange else { return blockBytes }
+        let size = range.lowerBound + Int(random.next() % UInt64(range.count))
+        return unalignedSizes ? size : max(range.lowerBound, size / range.lowerBound * range.lowerBound)
+    }
+
+    /// The next I/O's offset: random multiples of --blockalign (default --bs), or back to back
+    /// from `sequential`, wrapping at the end of the file (appends, for --rw write).
+    func nextOffset(count: Int, sizeBytes: Int64, sequential: inout Int64, _ random: inout SplitMix) -> Int64 {
+        if pattern.isRandom {
+            let align = Int64(blockAlign ?? blockBytes)
+            return Int64(random.next() % UInt64((sizeBytes - Int64(count)) / align + 1)) * align
+        }
+        if sequential + Int64(count) > sizeBytes { sequential = 0 }
+        defer { sequential += Int64(count) }
+        return sequential
+    }
+
     /// Whether the job makes requests that break the device's alignment on purpose.
     var unaligned: Bool { blockAlign != nil || sizeRange != nil }
 
@@ -111,15 +130,14 @@ public struct Workload: Sendable, Equatable {
         if rampSeconds < 0 { return "--ramp must not be negative" }
         if bufferOffset < 0 { return "--buffer-offset must not be negative" }
         if reapBatch < 1 { return "--reap-batch must be at least 1" }
-        if api.isAsync && bufferOffset != 0 { return "--buffer-offset needs --api batched or sync: the async API takes aligned memory (misaligned I/O goes through DirectFile)" }
         if api.isAsync && engine == .blocking { return "--engine blocking needs --api batched, sync or posix: the async runtime picks its engine itself (DIRECTIO_ENGINE=blocking forces it)" }
         if let blockAlign, blockAlign < 1 { return "--blockalign must be at least 1" }
         if let sizeRange, sizeRange.lowerBound < 1 || sizeRange.upperBound > 1 << 30 { return "--bsrange must lie within 1...1g" }
         if sizeBytes < Int64(maxBlockBytes) { return "--size (\(sizeBytes)) must hold the largest I/O (\(maxBlockBytes))" }
         if fdatasyncEvery < 0 { return "--fdatasync must not be negative" }
         if unalignedSizes && sizeRange == nil { return "--bs-unaligned needs --bsrange" }
-        if (unaligned || fdatasyncEvery > 0) && api != .sync && api != .posix {
-            return "--blockalign, --bsrange and --fdatasync need --api sync or posix: the batched and async APIs take block-aligned requests only (for now)"
+        if (unaligned || fdatasyncEvery > 0) && api == .batched {
+            return "--blockalign, --bsrange and --fdatasync need --api sync, posix or async: the batched API takes block-aligned requests only (for now)"
         }
         if (api == .sync || api == .posix) && iodepth > 256 { return "--api \(api.rawValue) runs a thread per --iodepth: at most 256" }
         if api == .posix && mode == .buffered { return "--api posix is the O_DIRECT floor: use --mode direct" }

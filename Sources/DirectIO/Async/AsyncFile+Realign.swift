@@ -4,7 +4,10 @@
 extension AsyncFile {
     nonisolated(nonsending) func transferRealigned(isRead: Bool, _ segments: [CallerSegment], at offset: Int64, name: String, scope: IOScope?) async throws -> Int {
         let total = segments.reduce(0) { $0 + $1.length }
-        let pool = bouncePool
+        // The small pool when the request's covering blocks fit one of its buffers.
+        let block = Int64(isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment)
+        let span = alignUp(offset + Int64(total), block) - alignDown(offset, block)
+        let pool = if let smallBouncePool, span <= Int64(smallBouncePool.bufferBytes) { smallBouncePool } else { bouncePool }
         let plan = try TransferPlanner.plan(
             segments: segments, fileOffset: offset, isWrite: !isRead,
             limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
@@ -30,6 +33,7 @@ extension AsyncFile {
         let moved = try await run(Realignment(plan: plan, isRead: isRead, bounce: buffer.baseAddress, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: usesRing),
                                   bounceSlot: buffer.poolSlot, scope: scope)
         _ = consume buffer
+        if waited { counters.add(TransferStatistics(bounceWaits: 1)) }
         return moved
     }
 
@@ -40,6 +44,7 @@ extension AsyncFile {
         while true {
             switch try realignment.next() {
             case .done(let moved):
+                counters.add(realignment.statistics(moved: moved))
                 return moved
             case .submit(let first, let second):
                 let one = request(first, bounceSlot: bounceSlot, scope: covering)

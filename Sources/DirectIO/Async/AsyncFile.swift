@@ -45,9 +45,16 @@ public final class AsyncFile: Sendable {
     let identity: DirectFile.Identity
     /// Whether requests that break the alignment are realigned (else refused).
     let bouncesMisaligned: Bool
-    /// The caller's bounce pool, if it passed one; else the runtime's.
+    /// The caller's bounce pool, if it passed one; else the runtime's two.
     let bouncePool: BufferPool
+    let smallBouncePool: BufferPool?
     let waitsForBounceBuffers: Bool
+    let counters = SharedTransferCounters()
+
+    /// What this file's transfers have done so far, from every task: bytes moved straight
+    /// between caller memory and the device, bytes bounced, blocks merged, waits for a bounce
+    /// buffer. Counted as each call returns.
+    public var statistics: TransferStatistics { counters.totals }
 
     /// Opens `path` on `runtime` (default: `IORuntime.shared()`).
     public init(path: String, options: OpenOptions = OpenOptions(), runtime: IORuntime? = nil) throws(DirectIOError) {
@@ -64,6 +71,7 @@ public final class AsyncFile: Sendable {
         self.identity = opened.identity
         self.bouncesMisaligned = options.misaligned == .bounce
         self.bouncePool = options.bouncePool ?? runtime.bouncePool
+        self.smallBouncePool = options.bouncePool == nil ? runtime.smallBouncePool : nil
         self.waitsForBounceBuffers = options.waitForBounceBuffers
     }
 
@@ -172,6 +180,7 @@ public final class AsyncFile: Sendable {
             throw rules.failure(errno, name: name, call: runtime.usesIOUring ? opcode.description : (isRead ? "pread" : "pwrite"),
                                 address: address, offset: offset, length: length, isRead: isRead, done: outcome.bytes)
         }
+        if isDirect { counters.add(TransferStatistics(bytesDirect: outcome.bytes)) }
         return outcome.bytes
     }
 
@@ -208,6 +217,7 @@ public final class AsyncFile: Sendable {
             throw rules.failure(errno, name: name, call: runtime.usesIOUring ? opcode.description : (isRead ? "preadv" : "pwritev"),
                                 address: nil, offset: offset, length: total, isRead: isRead, done: outcome.bytes)
         }
+        if isDirect { counters.add(TransferStatistics(bytesDirect: outcome.bytes)) }
         return outcome.bytes
     }
 

@@ -19,8 +19,15 @@ public final class IORuntime: Sendable {
     let workers: [RingWorker]
     /// Bounce buffers for async requests that break a file's alignment, made with the runtime
     /// and registered with every ring: a task waiting for one is waiting for a buffer that
-    /// exists, never for memory that may fail to appear (the seed's emergency pool).
+    /// exists, never for memory that may fail to appear (the seed's emergency pool). Requests
+    /// whose blocks fit `smallBounceBytes` take one of `smallBouncePool`'s, one per request
+    /// the rings can hold, so small unaligned I/O never waits for a buffer; larger ones share
+    /// `bouncePool`'s few large buffers.
     public let bouncePool: BufferPool
+    public let smallBouncePool: BufferPool
+    /// The size of each small bounce buffer: the covering blocks of a 4,000-byte request at
+    /// any offset fit, on 512-byte and 4 KiB sectors.
+    public static let smallBounceBytes = 8 << 10
     private let nextHome = Atomic<Int>(0)
 
     private static let sharedRuntime = ConditionLock<IORuntime?>(nil)
@@ -40,16 +47,16 @@ public final class IORuntime: Sendable {
     ///   - queueDepth: requests in the kernel at once per ring; more wait in order.
     ///   - engine: `.automatic` (io_uring where it works), or `.blocking` to have each ring's
     ///     thread make blocking system calls (tests, sandboxes without io_uring).
-    ///   - bounceBuffers: how many bounce buffers unaligned requests share (each realigned
-    ///     request holds one from its first device I/O to its last); more wait for one.
-    ///   - bounceBufferBytes: each one's size; larger unaligned requests go through in pieces.
+    ///   - bounceBuffers: how many large bounce buffers unaligned requests beyond 8 KiB of
+    ///     blocks share (each realigned request holds one from its first device I/O to its
+    ///     last); more wait for one. Smaller requests have `rings × queueDepth` small ones.
+    ///   - bounceBufferBytes: each large one's size; larger requests go through in pieces.
     public init(rings: Int? = nil, queueDepth: Int = 128, engine: IOEngine.Choice = .automatic,
-                bounceBuffers: Int = 16, bounceBufferBytes: Int = 256 << 10) throws(DirectIOError) {
+                bounceBuffers: Int = 8, bounceBufferBytes: Int = 256 << 10) throws(DirectIOError) {
         let count = rings ?? Sys.onlineCores
         guard count >= 1 && count <= 1024, queueDepth >= 1 && queueDepth <= 16_383 else {
             throw DirectIOError(.invalidArgument, operation: "create I/O runtime", detail: "rings must be 1...1024 and queue depth 1...16383 (got \(count), \(queueDepth))")
         }
-        let pool = try BufferPool(count: bounceBuffers, bufferBytes: bounceBufferBytes)
         var executors: [RingExecutor] = []
         for _ in 0..<count {
             do { executors.append(try RingWorker.start(queueDepth: queueDepth, engine: engine)) } catch {
@@ -57,11 +64,26 @@ public final class IORuntime: Sendable {
                 throw error
             }
         }
+        // Made after the rings: under a tight RLIMIT_MEMLOCK the rings need it more (a pool
+        // that cannot be locked works unlocked, a ring that cannot be made falls back).
+        let pool: BufferPool
+        let smallPool: BufferPool
+        do {
+            pool = try BufferPool(count: bounceBuffers, bufferBytes: bounceBufferBytes)
+            smallPool = try BufferPool(count: min(count * queueDepth, 4096), bufferBytes: Self.smallBounceBytes)
+        } catch {
+            for executor in executors { executor.worker.stopDetached() }
+            throw error
+        }
         self.executors = executors
         self.workers = executors.map(\.worker)
         self.bouncePool = pool
+        self.smallBouncePool = smallPool
         // Before any request can reach a ring (a refused registration leaves the pool usable).
-        for worker in workers { worker.post(.register(pool, nil)) }
+        for worker in workers {
+            worker.post(.register(smallPool, nil))
+            worker.post(.register(pool, nil))
+        }
     }
 
     deinit {

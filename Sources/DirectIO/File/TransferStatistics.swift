@@ -1,3 +1,5 @@
+import Synchronization
+
 /// What one file's transfers did: how many caller bytes the device reached directly, and how
 /// many had to be copied or moved because of alignment.
 public struct TransferStatistics: Sendable, Equatable {
@@ -33,4 +35,25 @@ public struct TransferStatistics: Sendable, Equatable {
 /// (which finish after `submit` returned). Used from the engine's thread only, like the file.
 final class TransferCounters {
     var totals = TransferStatistics()
+}
+
+/// Running totals that many tasks add to at once (an `AsyncFile`'s): one atomic add per count
+/// that changes, no lock.
+final class SharedTransferCounters: Sendable {
+    private let direct = Atomic<Int>(0)
+    private let bounced = Atomic<Int>(0)
+    private let mergedBlocks = Atomic<Int>(0)
+    private let waits = Atomic<Int>(0)
+
+    func add(_ moved: TransferStatistics) {
+        if moved.bytesDirect != 0 { direct.wrappingAdd(moved.bytesDirect, ordering: .relaxed) }
+        if moved.bytesBounced != 0 { bounced.wrappingAdd(moved.bytesBounced, ordering: .relaxed) }
+        if moved.readModifyWriteBlocks != 0 { mergedBlocks.wrappingAdd(moved.readModifyWriteBlocks, ordering: .relaxed) }
+        if moved.bounceWaits != 0 { waits.wrappingAdd(moved.bounceWaits, ordering: .relaxed) }
+    }
+
+    var totals: TransferStatistics {
+        TransferStatistics(bytesDirect: direct.load(ordering: .relaxed), bytesBounced: bounced.load(ordering: .relaxed),
+                           readModifyWriteBlocks: mergedBlocks.load(ordering: .relaxed), bounceWaits: waits.load(ordering: .relaxed))
+    }
 }

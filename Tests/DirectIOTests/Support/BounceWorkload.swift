@@ -58,6 +58,12 @@ enum BounceWorkload {
         }
         try await file.sync()
         try model.checkFile()
+        let stats = file.statistics
+        if file.limits.offsetAlignment > 1 && file.isDirect {
+            #expect(stats.bytesBounced > 0 && stats.bytesDirect > 0 && stats.readModifyWriteBlocks > 0, "\(stats)")
+        } else {
+            #expect(stats.bytesBounced == 0, "\(stats)")
+        }
     }
 
     struct Step {
