@@ -80,6 +80,7 @@ final class RingWorker: @unchecked Sendable {
         var backlogHead = 0
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
         var stopping = false
+        var backoff = EnterBackoff()
         /// Jobs enqueued by this worker's own thread (a task resumed here, on this executor): no
         /// lock needed, and no wake-up, since the worker is awake.
         var localJobs: [UnownedJob] = []
@@ -323,12 +324,12 @@ final class RingWorker: @unchecked Sendable {
                 // tasks they resume run (and submit their next request) before more are reaped,
                 // so the device's queue refills one request at a time instead of a batch later.
                 try engine.reap(minimum: block ? 1 : 0, maximum: Self.completionsPerRound) { completion in complete(completion) }
+                local.pointee.backoff.reset()
             } catch {
-                // io_uring_enter failed beyond its own retries. The kernel may still own the
-                // memory of every request in flight, so none of them may finish before its
-                // completion arrives: keep trying (a ring that never recovers leaves its
-                // callers waiting, which is safe; resuming them would not be).
-                sched_yield()
+                // The ring policy (`EnterBackoff`): the kernel may still own the memory of every
+                // request in flight, so none finishes before its completion arrives; pause and
+                // try again (new requests meanwhile fail at `engine.submit` with this errno).
+                local.pointee.backoff.pauseAfterFailure()
             }
         }
         exit(engine, executor: executor)

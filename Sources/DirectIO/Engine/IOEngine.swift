@@ -280,17 +280,17 @@ public final class IOEngine {
     /// returns its outcome.
     private func finish(_ index: Int) -> IOOutcome {
         var cancelled = false
+        var backoff = EnterBackoff()
         while table.pointee.slots[index].state != .finished {
             do { try wait(minimum: 1) } catch {
                 // The kernel may be reading or writing the caller's memory: this call must not
-                // return before the request's final completion, whatever io_uring_enter says.
-                // Cancel it and keep reaping (io_uring_enter fails here only if the ring is
-                // broken; hanging is then the memory-safe outcome).
+                // return before the request's final completion, whatever io_uring_enter says
+                // (`EnterBackoff`: ask for cancellation, pause, try again).
                 if !cancelled {
                     cancelled = true
                     try? requestCancel(index)
                 }
-                sched_yield()
+                backoff.pauseAfterFailure()
             }
         }
         let outcome = table.pointee.slots[index].outcome
@@ -388,17 +388,27 @@ public final class IOEngine {
     /// it earlier drops batched results that have not been reaped (their buffers return to
     /// their pools).
     public func shutdown() {
+        // An earlier shutdown already gave up on a broken ring: its buffers stay kept.
+        guard !registry.pointee.leaked else { return }
         let slots = table.pointee.slots
         for index in 0..<capacity where slots[index].state == .inFlight && !slots[index].cancelRequested {
             // Cancellation is best effort; the wait below is what guarantees safety.
             _ = try? requestCancel(index)
         }
+        var backoff = EnterBackoff()
         while table.pointee.inFlight > 0 || table.pointee.pendingCancels > 0 {
-            do { try wait(minimum: 1) } catch {
-                // io_uring_enter fails here only if the ring is unusable (a wrong thread under
-                // SINGLE_ISSUER). The kernel may still own buffers, so keep them forever rather
-                // than risk freeing memory it writes.
+            do {
+                try wait(minimum: 1)
+                backoff.reset()
+            } catch {
+                // `EnterBackoff`: nobody waits for these requests, so after a while their
+                // buffers are kept forever rather than freed under a kernel that may write them.
+                guard backoff.waited >= EnterBackoff.shutdownPatience else {
+                    backoff.pauseAfterFailure()
+                    continue
+                }
                 registry.pointee.leaked = true
+                table.pointee.statistics.buffersKept += (0..<capacity).reduce(0) { $0 + (slots[$1].state == .inFlight && slots[$1].buffer != nil ? 1 : 0) }
                 return
             }
         }
@@ -412,6 +422,9 @@ public final class IOEngine {
 
     private func start(_ operation: IOOperation, tag: UInt64, buffer: consuming PoolBuffer?, blockBytes: Int, batched: Bool) throws(DirectIOError) -> Int {
         try checkThread()
+        // While the ring cannot be entered, a new request is refused before it reaches the
+        // queue (`EnterBackoff`); one try tells whether that is still so.
+        if table.pointee.enterFailure != nil { try backendSubmit(waitingFor: 0) }
         while table.pointee.freeCount == 0 {
             // Every slot is busy: wait for one to finish. Batched requests that finish stay
             // reserved until reaped, so a caller who never reaps cannot be helped here.
@@ -475,8 +488,13 @@ public final class IOEngine {
 
     private func backendSubmit(waitingFor minimum: Int) throws(DirectIOError) {
         do { try backend.submit(waitingFor: minimum) } catch {
-            throw .system(error, operation: "submit I/O", call: kind == .ioUring ? "io_uring_enter" : "system call")
+            let failure = DirectIOError.system(error, operation: "submit I/O", call: kind == .ioUring ? "io_uring_enter" : "system call",
+                                               detail: "the ring cannot be entered; new requests are refused until it can, and requests already in it keep their memory")
+            table.pointee.statistics.enterFailures += 1
+            table.pointee.enterFailure = failure
+            throw failure
         }
+        table.pointee.enterFailure = nil
     }
 
     private func handle(_ completion: RawCompletion) {

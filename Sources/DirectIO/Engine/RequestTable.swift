@@ -25,6 +25,9 @@ struct RequestTable: ~Copyable {
     /// Batched requests submitted and not yet finished.
     var batchedInFlight = 0
     var statistics = EngineStatistics()
+    /// The last io_uring_enter failure, until an enter succeeds again: new requests are
+    /// refused meanwhile (`EnterBackoff`).
+    var enterFailure: DirectIOError? = nil
 
     init(capacity: Int, completionCapacity: Int) {
         self.capacity = capacity
@@ -176,6 +179,11 @@ public struct EngineStatistics: Sendable, Equatable {
     public var fixedFileRequests = 0
     /// Files opened `.preferred` that fell back to buffered I/O.
     public var bufferedFallbacks = 0
+    /// io_uring_enter calls that failed beyond their own retries (see `EnterBackoff`).
+    public var enterFailures = 0
+    /// Buffers kept forever at shutdown because the ring could no longer be entered to
+    /// learn that the kernel was done with them.
+    public var buffersKept = 0
     /// Bytes direct, bounced and shifted, read-modify-write blocks and bounce waits, over all
     /// the engine's files.
     public var transfers = TransferStatistics()

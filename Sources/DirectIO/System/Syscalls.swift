@@ -137,6 +137,13 @@ enum Sys {
 
     /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds (a vDSO call: no system call).
     @inline(__always)
+    /// Sleeps the calling thread (nanosleep, resumed after signals until the time is up).
+    static func sleep(nanoseconds: UInt64) {
+        var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+
     static func monotonicNanoseconds() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
