@@ -169,7 +169,7 @@ struct PoolReport {
         // A forced io_uring (DIRECTIO_ENGINE) the kernel refuses leaves the blocking engine,
         // whose refusal to register says why.
         let engine = try (try? IOEngine(.automatic, queueDepth: 4)) ?? IOEngine(.blocking, queueDepth: 4)
-        registration = engine.register(pool)
+        registration = engine.registering(pool)
         self.bytes = count * Self.bufferBytes
         mapping = pool.mapping
     }

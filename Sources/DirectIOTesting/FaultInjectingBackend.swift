@@ -44,10 +44,10 @@ extension IOEngine {
     /// handles the first three itself (retry, resubmit); EIO, ENOSPC and ECANCELED reach the
     /// caller with their offset.
     public static func injectingFaults(
-        _ plan: FaultPlan, _ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread,
+        _ plan: FaultPlan, _ choice: Choice = .automatic, queueDepth: Int = 64, threadPerCore: Bool = false,
         fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256
     ) throws(DirectIOError) -> IOEngine {
-        try IOEngine(choice, queueDepth: queueDepth, ringFlags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots) { inner in
+        try IOEngine(choice, queueDepth: queueDepth, ringFlags: threadPerCore ? .threadPerCore : .anyThread, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots) { inner in
             FaultInjectingBackend(wrapping: inner, plan: plan)
         }
     }

@@ -60,7 +60,7 @@ import Testing
             return await group.allSatisfy { $0 }
         }
         #expect(written)
-        try await file.sync(.data)
+        try await file.sync(dataOnly: true)
         for block in stride(from: 0, to: 256, by: 37) {
             #expect(try TestSupport.referenceRead(path, count: 4096, at: Int64(block * 4096)) == TestSupport.pattern(count: 4096, seed: UInt64(block) + 100))
         }

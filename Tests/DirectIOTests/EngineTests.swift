@@ -28,7 +28,7 @@ import DIOCommands
         #expect(engine.kind == (config.choice == .ioUring ? .ioUring : .blocking))
         #expect(engine.ringFlags == (config.choice == .ioUring ? config.flags : nil))
         let pool = try BufferPool(count: 32, bufferBytes: 16384)
-        let registration = engine.register(pool)
+        let registration = engine.registering(pool)
         let registered = config.choice == .ioUring && TestSupport.registered(registration)
         if registered { #expect(registration == .registered(firstSlot: 0)) }
         let file = try DirectFile(path: path, options: OpenOptions(access: .readOnly), engine: engine)
@@ -103,7 +103,7 @@ import DIOCommands
             outstanding -= 1
         }
         #expect(outstanding == 0)
-        try file.sync(.data)
+        try file.sync(dataOnly: true)
         #expect(try TestSupport.referenceRead(path, count: model.count) == model)
     }
 
@@ -244,8 +244,8 @@ import DIOCommands
         try file.preallocate(offset: 0, length: 2 << 20)
         let result14 = try file.size()
         #expect(result14 == 2 << 20)
-        try file.sync(.data)
-        try file.sync(.full)
+        try file.sync(dataOnly: true)
+        try file.sync()
         #expect(try TestSupport.referenceRead(path, count: 4096) == [UInt8](repeating: 0, count: 4096))
     }
 

@@ -35,7 +35,7 @@ import Testing
         let file = try AsyncFile(path: path, runtime: runtime)
         let pool = try BufferPool(count: 64, bufferBytes: 4096)
         await runtime.register(pool)
-        let executor: RingExecutor? = onRingExecutor ? runtime.executor(ring: 1) : nil
+        let executor: (any TaskExecutor)? = onRingExecutor ? runtime.executor(ring: 1) : nil
         // 64 tasks, each with one scope for all its calls: reads, then a write of its own
         // block and a data sync, then reads that must see the write.
         let failures = await withTaskGroup(of: String?.self) { group in
@@ -54,7 +54,7 @@ import Testing
                             let written = TestSupport.pattern(count: 4096, seed: UInt64(task) + 500)
                             _ = buffer.copy(from: written)
                             guard try await file.write(buffer, at: Int64(mine * 4096), in: scope) == 4096 else { return "short write" }
-                            try await file.sync(.data, in: scope)
+                            try await file.sync(dataOnly: true, in: scope)
                             guard try await file.read(count: 100, at: Int64(mine * 4096) + 7, in: scope) == Array(written[7..<107]) else { return "write not read back" }
                             return nil
                         }

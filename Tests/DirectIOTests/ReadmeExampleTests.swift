@@ -19,7 +19,7 @@ import DirectIO
         guard var buffer = pool.take() else { Issue.record("pool empty"); return }
         buffer.copy(from: Array(repeating: 0xAB, count: buffer.count))
         _ = try file.write(buffer, at: 0)
-        try file.sync(.data)
+        try file.sync(dataOnly: true)
         let n = try file.read(into: &buffer, at: 0)
         #expect(n == 65536 && buffer.bytes() == [UInt8](repeating: 0xAB, count: 65536))
 
@@ -58,7 +58,7 @@ import DirectIO
         guard var buffer = pool.take() else { Issue.record("pool empty"); return }
         buffer.copy(from: Array(repeating: 0xAB, count: buffer.count))
         _ = try await file.write(buffer, at: 0)
-        try await file.sync(.data)
+        try await file.sync(dataOnly: true)
         let n = try await file.read(into: &buffer, at: 0)
         #expect(n == 65536 && buffer.bytes() == [UInt8](repeating: 0xAB, count: 65536))
         let header = try await file.read(count: 100, at: 12)

@@ -63,7 +63,7 @@ import Testing
         try TestSupport.referenceWrite(path, reference)
         let engine = try TestSupport.ringEngine()
         let pool = try BufferPool(count: 2, bufferBytes: 65536)
-        let registered = TestSupport.registered(engine.register(pool))
+        let registered = TestSupport.registered(engine.registering(pool))
         let file = try DirectFile(path: path, engine: engine)
         guard let buffer = pool.take() else { Issue.record("pool empty"); return }
         // Raw memory that lies inside a registered buffer: READ_FIXED, found by address.
@@ -94,7 +94,7 @@ import Testing
         }
         #expect(pool.mapping.mappedBytes % MappedRegion.hugePageBytes == 0)
         let engine = try TestSupport.ringEngine()
-        if TestSupport.registered(engine.register(pool)) { #expect(pool.registration == .registered(firstSlot: 0)) }
+        if TestSupport.registered(engine.registering(pool)) { #expect(pool.registration == .registered(firstSlot: 0)) }
         let file = try DirectFile(path: path, options: OpenOptions(create: true), engine: engine)
         guard var buffer = pool.take() else { Issue.record("pool empty"); return }
         let bytes = TestSupport.pattern(count: 1 << 20, seed: 14)
@@ -143,7 +143,7 @@ import Testing
         }
         #expect(pool.available == 3)
         let blocking = try IOEngine(.blocking)
-        let refused = blocking.register(pool)
+        let refused = blocking.registering(pool)
         #expect(refused == .refused("the blocking engine has no fixed buffers"))
         #expect(pool.description.contains("not registered"))
         #expect(pool.count == 3)
@@ -158,17 +158,16 @@ import MetricsTestKit
         defer { TestSupport.remove(directory) }
         let metrics = TestMetrics()
         let engine = try TestSupport.ringEngine()
-        let reporter = EngineMetrics(engine: engine, label: "test", factory: metrics)
         let file = try DirectFile(path: directory + "/data", options: OpenOptions(create: true), engine: engine)
         #expect(try file.write([UInt8](repeating: 7, count: 1000), at: 100) == 1000)
-        reporter.publish()
+        engine.publishMetrics(label: "test", factory: metrics)
         let bounced = try metrics.expectCounter("directio_bytes_bounced", [("engine", "test")])
         #expect(bounced.totalValue == Int64(engine.statistics.transfers.bytesBounced))
         #expect(bounced.totalValue > 0)
         // A second publish adds only what changed since the first.
         #expect(try file.write([UInt8](repeating: 8, count: 1000), at: 5000) == 1000)
-        reporter.publish()
-        reporter.publish()
+        engine.publishMetrics(label: "test", factory: metrics)
+        engine.publishMetrics(label: "test", factory: metrics)
         #expect(bounced.totalValue == Int64(engine.statistics.transfers.bytesBounced))
         let submitted = try metrics.expectCounter("directio_requests_submitted", [("engine", "test")])
         #expect(submitted.totalValue == Int64(engine.statistics.submitted))

@@ -65,7 +65,7 @@ struct SystemTests {
             let offset = Int64(blockBytes * 3)
             let written = try file.write(buffer, at: offset)
             #expect(written == 65536)
-            try file.sync(.data)
+            try file.sync(dataOnly: true)
             #expect(try TestSupport.referenceRead(path, count: 65536, at: offset) == bytes)
             guard var readBack = pool.take() else { Issue.record("pool empty"); return }
             let read = try file.read(into: &readBack, at: offset)

@@ -79,7 +79,7 @@ enum AsyncBenchRunner {
         let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
         let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
         let blocks = UInt64(sizeBytes / Int64(workload.blockBytes))
-        let executor: RingExecutor? = workload.api == .async ? nil : runtime.executor(ring: 0)
+        let executor: (any TaskExecutor)? = workload.api == .async ? nil : runtime.executor(ring: 0)
         let scoped = workload.api == .asyncScoped
         return await withTaskGroup(of: TaskTotals.self) { group in
             for index in 0..<workload.iodepth {
@@ -156,7 +156,7 @@ enum AsyncBenchRunner {
                 }
                 if writes {
                     writesDone += 1
-                    if workload.fdatasyncEvery > 0 && writesDone % workload.fdatasyncEvery == 0 { try await file.sync(.data, in: scope) }
+                    if workload.fdatasyncEvery > 0 && writesDone % workload.fdatasyncEvery == 0 { try await file.sync(dataOnly: true, in: scope) }
                 }
                 let finished = ProcessClock.nanoseconds()
                 now = finished

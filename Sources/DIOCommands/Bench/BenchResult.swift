@@ -3,7 +3,7 @@ import DirectIO
 /// What one benchmark job measured.
 public struct BenchResult: Sendable {
     public var workload: Workload
-    public var engine: EngineKind
+    package var engine: EngineKind
     /// Completed I/Os inside the measured window (after the ramp).
     public var ios: Int
     public var bytes: Int64

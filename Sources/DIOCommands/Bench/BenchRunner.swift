@@ -23,7 +23,7 @@ enum BenchRunner {
         notes += pool.mapping.notes
         var registered = false
         if workload.buffers == .registered {
-            let registration = engine.register(pool)
+            let registration = engine.registering(pool)
             if case .registered = registration { registered = true } else { notes.append(registration.description) }
         }
         let access: OpenOptions.Access = workload.pattern.writes ? .readWrite : .readOnly

@@ -92,7 +92,7 @@ final class BenchTarget {
             if let failure { throw failure }
         }
         if try file.size() > end { try truncateFile(path, to: end) }
-        try file.sync(.data)
+        try file.sync(dataOnly: true)
     }
 
     private static func truncateFile(_ path: String, to size: Int64) throws {

@@ -148,7 +148,7 @@ private final class DirectFileIO: OneAtATime {
     var bytesBounced: Int64 { Int64(file.statistics.bytesBounced) }
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int { try file.read(into: buffer, at: offset) }
     func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws -> Int { try file.write(buffer, at: offset) }
-    func syncData() throws { try file.sync(.data) }
+    func syncData() throws { try file.sync(dataOnly: true) }
 }
 
 /// `--api posix`: plain O_DIRECT pread/pwrite with the least work an unaligned request needs.

@@ -58,7 +58,7 @@ public struct Copy: ParsableCommand {
         var options = TransferOptions(strategy: strategy.strategy, buffers: buffers, bufferBytes: bufferSize.bytes, cancellation: cancellation)
         if let bar { options.progress = { done, total in bar.update(done, total) } }
         var checksums: (source: UInt32, copy: UInt32)? = nil
-        let report: FileCopyReport
+        let report: TransferReport
         do {
             report = try Transfer.copyFile(from: source, to: destination, options: options) { (sourceFD: Int32, copyFD: Int32) throws(DirectIOError) in
                 guard verify else { return }
@@ -80,10 +80,10 @@ public struct Copy: ParsableCommand {
             throw ExitCode(error.code == .cancelled ? 130 : 1)
         }
         bar?.finish()
-        let transfer = report.transfer
+        let transfer = report
         if json {
             var pairs: [(String, JSON)] = [
-                ("source", .string(source)), ("destination", .string(report.destination)),
+                ("source", .string(source)), ("destination", .string(report.destination ?? destination)),
                 ("strategy", .string(transfer.strategy.rawValue)), ("bytes", .int(Int(transfer.bytes))),
                 ("seconds", .double(transfer.seconds)), ("bytesPerSecond", .double(transfer.bytesPerSecond)),
                 ("userSpaceCopies", .int(Int(transfer.userSpaceCopies))),
@@ -97,7 +97,7 @@ public struct Copy: ParsableCommand {
             return
         }
         let rate = transfer.bytesPerSecond / Double(1 << 20)
-        print("\(source) → \(report.destination): \(transfer.bytes) bytes by \(transfer.strategy) in \(Decimal.fixed(transfer.seconds, 3)) s (\(Decimal.fixed(rate, 0)) MiB/s), \(transfer.userSpaceCopies) bytes through user space")
+        print("\(source) → \(report.destination ?? destination): \(transfer.bytes) bytes by \(transfer.strategy) in \(Decimal.fixed(transfer.seconds, 3)) s (\(Decimal.fixed(rate, 0)) MiB/s), \(transfer.userSpaceCopies) bytes through user space")
         for skipped in transfer.skipped { print("  skipped \(skipped.strategy): \(skipped.reason)") }
         if transfer.holes > 0 { print("  kept \(transfer.holes) holes (\(transfer.holeBytes) bytes)") }
         if let checksums { print("  verified: CRC-32C \(hex(checksums.copy)) on both sides") }

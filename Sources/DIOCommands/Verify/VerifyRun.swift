@@ -24,7 +24,7 @@ struct VerifyRun {
         var report = VerifyReport()
         if phase != .verify {
             try write(file, engine: engine, pool: pool, report: &report)
-            try file.sync(.data)
+            try file.sync(dataOnly: true)
         }
         if phase != .write {
             try verify(file, engine: engine, pool: pool, report: &report)

@@ -149,12 +149,13 @@ public final class AsyncFile: Sendable {
 
     // MARK: Durability
 
-    /// Makes written data durable: `.data` is fdatasync, `.full` is fsync.
-    nonisolated(nonsending) public func sync(_ kind: SyncKind = .full, in scope: IOScope? = nil) async throws {
-        let request = AsyncRequest(opcode: .fsync, fd: descriptor, dataOnly: kind == .data, scope: covered(by: scope))
-        let outcome = try await perform(request, name: kind == .data ? "data sync" : "sync", offset: 0)
+    /// Makes written data durable: fsync, or fdatasync with `dataOnly` (the data and the
+    /// metadata needed to read it back, not timestamps).
+    nonisolated(nonsending) public func sync(dataOnly: Bool = false, in scope: IOScope? = nil) async throws {
+        let request = AsyncRequest(opcode: .fsync, fd: descriptor, dataOnly: dataOnly, scope: covered(by: scope))
+        let outcome = try await perform(request, name: dataOnly ? "data sync" : "sync", offset: 0)
         if let errno = outcome.errno {
-            throw DirectIOError.system(errno, operation: kind == .data ? "data sync" : "sync", call: runtime.usesIOUring ? "FSYNC" : "fsync", path: path)
+            throw DirectIOError.system(errno, operation: dataOnly ? "data sync" : "sync", call: runtime.usesIOUring ? "FSYNC" : (dataOnly ? "fdatasync" : "fsync"), path: path)
         }
     }
 

@@ -98,7 +98,7 @@ public final class IORuntime: Sendable {
 
     /// The executor of ring `ring`: tasks that prefer it run on that ring's thread and submit
     /// without a handoff.
-    public func executor(ring: Int) -> RingExecutor {
+    public func executor(ring: Int) -> any TaskExecutor {
         executors[min(max(ring, 0), executors.count - 1)]
     }
 

@@ -5,12 +5,12 @@
 ///
 /// The executor owns its worker (see `RingWorker` on ownership): an executor that outlives
 /// its runtime still has a worker to ask, which refuses jobs once its thread has exited.
-public final class RingExecutor: TaskExecutor {
+package final class RingExecutor: TaskExecutor {
     let worker: RingWorker
 
     init(_ worker: RingWorker) { self.worker = worker }
 
-    public func enqueue(_ job: consuming ExecutorJob) {
+    package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         if !worker.enqueue(job) { runElsewhere(job) }
     }

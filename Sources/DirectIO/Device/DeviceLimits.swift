@@ -27,16 +27,16 @@ public struct DeviceLimits: Sendable, Equatable {
     /// allow smaller read alignment than write alignment).
     public var readOffsetAlignment: Int
     /// Where the alignments came from.
-    public var alignmentSource: AlignmentSource
+    package var alignmentSource: AlignmentSource
     /// The block queue's limits; nil for filesystems without a block device (tmpfs, NFS).
-    public var queue: QueueLimits?
+    package var queue: QueueLimits?
     /// Whether the filesystem accepts misaligned O_DIRECT requests by serving them through
     /// the page cache (btrfs, below its sector size), detected by the probe. The alignments
     /// above are then the ones that keep I/O direct: DirectIO bounces what breaks them itself,
     /// where it is counted, instead of letting the kernel copy it unseen.
     public var pageCacheServesMisaligned: Bool = false
 
-    public enum AlignmentSource: String, Sendable {
+    package enum AlignmentSource: String, Sendable {
         case statx = "statx"
         case probe = "probe"
         case blockSize = "logical block size"

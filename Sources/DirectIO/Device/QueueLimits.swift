@@ -3,23 +3,23 @@ import Glibc
 /// A block device's request-queue limits, from /sys/dev/block/MAJOR:MINOR/queue.
 /// These are the user-space view of the seed's "device limits": what one request to the
 /// device may look like (Documentation/ABI/stable/sysfs-block).
-public struct QueueLimits: Sendable, Hashable {
+package struct QueueLimits: Sendable, Hashable {
     /// The kernel's name for the disk holding the queue ("vda", "loop3").
-    public var deviceName: String
+    package var deviceName: String
     /// Smallest unit the device addresses (logical_block_size).
-    public var logicalBlockSize: Int
+    package var logicalBlockSize: Int
     /// Smallest unit it writes without read-modify-write (physical_block_size).
-    public var physicalBlockSize: Int
+    package var physicalBlockSize: Int
     /// Largest request the kernel sends (max_sectors_kb × 1024).
-    public var maxIOBytes: Int
+    package var maxIOBytes: Int
     /// Most scatter-gather segments per request (max_segments).
-    public var maxSegments: Int
+    package var maxSegments: Int
     /// Largest segment (max_segment_size).
-    public var maxSegmentBytes: Int
+    package var maxSegmentBytes: Int
     /// Memory alignment mask the device needs (dma_alignment; 511 means 512-byte aligned).
-    public var dmaAlignment: Int
+    package var dmaAlignment: Int
     /// Segments may not cross a boundary of this mask + 1 (virt_boundary_mask; 0 = none).
-    public var virtBoundaryMask: Int
+    package var virtBoundaryMask: Int
 
     /// Reads the limits for device `major:minor`, resolving a partition to its disk, and a
     /// filesystem on an anonymous device (btrfs) to the disk its mount names (through `path`).

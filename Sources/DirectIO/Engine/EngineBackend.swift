@@ -2,7 +2,7 @@ import Glibc
 import SystemPackage
 
 /// Which kernel interface carries the I/O.
-public enum EngineKind: String, Sendable, CustomStringConvertible {
+package enum EngineKind: String, Sendable, CustomStringConvertible {
     /// io_uring: requests queued in shared memory, many in flight per system call.
     case ioUring = "io_uring"
     /// pread/pwrite/preadv/pwritev/fsync, one request at a time: the fallback where io_uring is
@@ -12,7 +12,7 @@ public enum EngineKind: String, Sendable, CustomStringConvertible {
     /// requests complete from memory, files on disk are never touched.
     case memory
 
-    public var description: String { rawValue }
+    package var description: String { rawValue }
 }
 
 /// The kernel-facing half of an engine: queue operations, submit them, collect raw results.

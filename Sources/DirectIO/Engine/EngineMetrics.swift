@@ -1,21 +1,18 @@
 import CoreMetrics
 
-/// Publishes an engine's statistics through swift-metrics, as counters labelled
-/// `directio_<name>` with a `engine` dimension.
+/// Publishes an engine's statistics through swift-metrics (`IOEngine.publishMetrics`), as
+/// counters labelled `directio_<name>` with an `engine` dimension.
 ///
 /// The engine counts in plain integers on its hot path; `publish()` adds what changed since
-/// the last call to the counters, so the metrics backend costs nothing per I/O. Call it from
-/// the engine's thread, as often as the backend's resolution needs.
-public final class EngineMetrics {
-    private let engine: IOEngine
+/// the last call to the counters, so the metrics backend costs nothing per I/O.
+final class EngineMetrics {
     private var published = EngineStatistics()
     private let counters: [(KeyPath<EngineStatistics, Int>, Counter)]
 
     /// - Parameters:
     ///   - label: the value of the `engine` dimension, e.g. "storage".
     ///   - factory: the metrics backend; by default the one bootstrapped in `MetricsSystem`.
-    public init(engine: IOEngine, label: String, factory: any MetricsFactory = MetricsSystem.factory) {
-        self.engine = engine
+    init(label: String, factory: any MetricsFactory) {
         let dimensions = [("engine", label)]
         let names: [(KeyPath<EngineStatistics, Int>, String)] = [
             (\.submitted, "directio_requests_submitted"),
@@ -35,8 +32,7 @@ public final class EngineMetrics {
     }
 
     /// Adds the engine's counts since the last call to the counters.
-    public func publish() {
-        let current = engine.statistics
+    func publish(_ current: EngineStatistics) {
         for (path, counter) in counters {
             let delta = current[keyPath: path] - published[keyPath: path]
             if delta > 0 { counter.increment(by: delta) }

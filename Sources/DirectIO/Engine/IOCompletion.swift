@@ -1,23 +1,23 @@
 import SystemPackage
 
 /// The outcome of one request, as the engine reports it to whoever submitted it.
-public struct IOOutcome: Sendable, Equatable {
+package struct IOOutcome: Sendable, Equatable {
     /// Bytes moved (for a failed request, those moved before the failure).
-    public var bytes: Int
+    package var bytes: Int
     /// The error that ended the request, or nil on success. EOF is not an error: a read at or
     /// past the end succeeds with fewer bytes than asked.
-    public var errno: Errno?
+    package var errno: Errno?
     /// SEND_ZC only: the kernel copied the data after all (the notification's
     /// IORING_NOTIF_USAGE_ZC_COPIED, e.g. over loopback or a device without scatter-gather).
-    public var copiedByKernel = false
+    package var copiedByKernel = false
 
-    public init(bytes: Int, errno: Errno?, copiedByKernel: Bool = false) {
+    package init(bytes: Int, errno: Errno?, copiedByKernel: Bool = false) {
         self.bytes = bytes
         self.errno = errno
         self.copiedByKernel = copiedByKernel
     }
 
-    public var succeeded: Bool { errno == nil }
+    package var succeeded: Bool { errno == nil }
 }
 
 /// A finished batched request: its tag, its outcome, and the buffer the engine held for it,
@@ -28,7 +28,12 @@ public struct IOCompletion: ~Copyable {
     package let opcode: Opcode
     /// The file offset the request started at.
     public let offset: Int64
-    public let outcome: IOOutcome
+    package let outcome: IOOutcome
+    /// Bytes moved (for a failed request, those moved before the failure; fewer than asked
+    /// for a read only at end of file).
+    public var bytes: Int { outcome.bytes }
+    /// The error that ended the request, or nil on success (end of file is not an error).
+    public var errno: Errno? { outcome.errno }
     /// The request's buffer, owned by the caller again.
     public var buffer: PoolBuffer?
 

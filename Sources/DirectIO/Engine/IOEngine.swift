@@ -1,4 +1,5 @@
 import CDirectIO
+import CoreMetrics
 import Glibc
 import SystemPackage
 
@@ -14,9 +15,9 @@ import SystemPackage
 /// An engine is used by one thread at a time (it is not `Sendable`); with
 /// `RingSetupFlags.threadPerCore` it must stay on the thread that created it.
 public final class IOEngine {
-    public let kind: EngineKind
+    package let kind: EngineKind
     /// Ring setup flags the kernel accepted; nil for the blocking engine.
-    public let ringFlags: RingSetupFlags?
+    package let ringFlags: RingSetupFlags?
     /// Why the blocking engine serves an `.automatic` request, or why fixed buffers are off.
     public let notes: [String]
     /// Requests that may be in flight at once.
@@ -37,6 +38,8 @@ public final class IOEngine {
         var lastPool: (id: ObjectIdentifier, firstSlot: Int)? = nil
         /// Set when the kernel may still own buffers that can never be reaped (see `shutdown`).
         var leaked = false
+        /// The swift-metrics counters, made by the first `publishMetrics`.
+        var metrics: EngineMetrics? = nil
         /// Bounce buffers for misaligned requests, made on first use.
         var bouncePool: BufferPool? = nil
     }
@@ -79,13 +82,22 @@ public final class IOEngine {
     ///   - queueDepth: requests in flight at once. The ring gets twice as many SQEs (room for
     ///     each request and a cancellation of it) and four times as many CQEs, so neither
     ///     queue can ever be full.
-    ///   - ringFlags: `.anyThread` (default) or `.threadPerCore` (fio's flags: fastest, but
-    ///     the engine must stay on the creating thread).
+    ///   - threadPerCore: set up the ring for one thread (SINGLE_ISSUER, DEFER_TASKRUN: fio's
+    ///     flags, the fastest), which must then be the only one to use the engine; by default
+    ///     any thread may, one at a time.
     ///   - fixedBufferSlots: size of the sparse fixed-buffer table pools register into.
     ///   - fixedFileSlots: size of the sparse fixed-file table files register into when opened.
-    public convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags = .anyThread, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
+    public convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, threadPerCore: Bool = false, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
+        try self.init(choice, queueDepth: queueDepth, ringFlags: threadPerCore ? .threadPerCore : .anyThread, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, wrappingBackend: nil)
+    }
+
+    /// An engine with exactly these ring setup flags (tests, and the runtime's workers).
+    package convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
         try self.init(choice, queueDepth: queueDepth, ringFlags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, wrappingBackend: nil)
     }
+
+    /// Whether io_uring carries the requests (else blocking system calls; `notes` says why).
+    public var usesIOUring: Bool { kind == .ioUring }
 
     /// An engine whose kernel-facing backend is wrapped (DirectIOTesting's fault injection).
     package init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, wrappingBackend wrap: ((any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
@@ -144,13 +156,31 @@ public final class IOEngine {
     /// Counters of what the engine has done.
     public var statistics: EngineStatistics { table.pointee.statistics }
 
+    /// Adds what the engine has done since the last call to swift-metrics counters named
+    /// `directio_<count>` with the dimension `engine` = `label` (made on the first call, whose
+    /// label and factory stay). The engine counts in plain integers on its hot path, so the
+    /// backend costs nothing per I/O: call this from the engine's thread as often as the
+    /// backend's resolution needs.
+    public func publishMetrics(label: String, factory: any MetricsFactory = MetricsSystem.factory) {
+        let metrics = registry.pointee.metrics ?? EngineMetrics(label: label, factory: factory)
+        registry.pointee.metrics = metrics
+        metrics.publish(table.pointee.statistics)
+    }
+
     // MARK: Fixed buffers
 
     /// Registers `pool`'s buffers as fixed buffers, so I/O into them uses READ_FIXED and
     /// WRITE_FIXED and the kernel does not pin the pages per request. Refusal (no fixed-buffer
     /// table, RLIMIT_MEMLOCK) is not an error: the pool records why and works unregistered.
+    /// Returns whether the pool is registered; if not, its `description` says why.
     @discardableResult
-    public func register(_ pool: BufferPool) -> BufferPool.Registration {
+    public func register(_ pool: BufferPool) -> Bool {
+        if case .registered = registering(pool) { return true }
+        return false
+    }
+
+    /// `register(_:)`, saying where the pool's slots start or why it was refused.
+    package func registering(_ pool: BufferPool) -> BufferPool.Registration {
         let id = ObjectIdentifier(pool)
         if let existing = registry.pointee.pools[id] { return .registered(firstSlot: UInt16(existing.firstSlot)) }
         let outcome: BufferPool.Registration

@@ -103,11 +103,12 @@ public struct DirectFile: ~Copyable {
         }
     }
 
-    /// Makes written data durable: `.data` is fdatasync, `.full` is fsync.
-    public func sync(_ kind: SyncKind = .full) throws(DirectIOError) {
-        let outcome = try engine.perform(.fsync(fd: descriptor, fileSlot: fileSlot, dataOnly: kind == .data))
+    /// Makes written data durable: fsync, or fdatasync with `dataOnly` (the data and the
+    /// metadata needed to read it back, not timestamps).
+    public func sync(dataOnly: Bool = false) throws(DirectIOError) {
+        let outcome = try engine.perform(.fsync(fd: descriptor, fileSlot: fileSlot, dataOnly: dataOnly))
         if let errno = outcome.errno {
-            throw .system(errno, operation: kind == .data ? "data sync" : "sync", call: engine.kind == .ioUring ? "FSYNC" : (kind == .data ? "fdatasync" : "fsync"), path: path)
+            throw .system(errno, operation: dataOnly ? "data sync" : "sync", call: engine.kind == .ioUring ? "FSYNC" : (dataOnly ? "fdatasync" : "fsync"), path: path)
         }
     }
 

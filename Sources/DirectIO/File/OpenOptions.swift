@@ -61,14 +61,6 @@ public struct OpenOptions: Sendable {
     }
 }
 
-/// What `sync` makes durable.
-public enum SyncKind: Sendable {
-    /// File data and the metadata needed to read it back (fdatasync).
-    case data
-    /// Data and all metadata (fsync).
-    case full
-}
-
 /// What a direct-I/O file does with requests that break its alignment.
 public enum MisalignedPolicy: Sendable {
     /// Move the aligned part directly and only the rest through bounce buffers

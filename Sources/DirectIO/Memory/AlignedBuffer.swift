@@ -29,19 +29,19 @@ public enum HugePages: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// What a mapping actually got, which may be less than what was asked.
-public struct MappingReport: Sendable, CustomStringConvertible {
+package struct MappingReport: Sendable, CustomStringConvertible {
     /// Bytes mapped (the request rounded up to the page or huge-page size).
-    public let mappedBytes: Int
+    package let mappedBytes: Int
     /// Whether mlock succeeded: the pages stay resident and never wait on reclaim mid-I/O.
-    public let locked: Bool
+    package let locked: Bool
     /// Why mlock failed, when it did.
-    public let lockError: Errno?
+    package let lockError: Errno?
     /// The huge pages in use: `.preferred` only when MAP_HUGETLB succeeded.
-    public let hugePages: HugePages
+    package let hugePages: HugePages
     /// Notes on anything that fell short of the request.
-    public let notes: [String]
+    package let notes: [String]
 
-    public var description: String {
+    package var description: String {
         var parts = ["\(mappedBytes) bytes", locked ? "locked" : "not locked"]
         if hugePages != .none { parts.append("huge pages: \(hugePages)") }
         return parts.joined(separator: ", ") + (notes.isEmpty ? "" : "; " + notes.joined(separator: "; "))
@@ -60,7 +60,7 @@ public struct MappingReport: Sendable, CustomStringConvertible {
 public struct AlignedBuffer: ~Copyable, IOBuffer, @unchecked Sendable {
     public let baseAddress: UnsafeMutableRawPointer
     public let count: Int
-    public let report: MappingReport
+    package let report: MappingReport
     public var poolSlot: PoolSlot? { nil }
 
     /// Maps at least `byteCount` bytes (rounded up to whole pages), zero-filled.

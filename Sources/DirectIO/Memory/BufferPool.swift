@@ -14,7 +14,7 @@ import Glibc
 public final class BufferPool: Sendable, CustomStringConvertible {
     public let bufferBytes: Int
     public let count: Int
-    public let mapping: MappingReport
+    package let mapping: MappingReport
     /// The mapping's address, kept as an integer: the pool never touches the memory itself;
     /// each buffer's bytes are reached only through its single `PoolBuffer` owner.
     private let baseBits: UInt
@@ -31,13 +31,13 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     }
 
     /// Whether the engine's fixed-buffer table holds this pool's buffers.
-    public enum Registration: Sendable, Equatable, CustomStringConvertible {
+    package enum Registration: Sendable, Equatable, CustomStringConvertible {
         case unregistered
         case registered(firstSlot: UInt16)
         /// Registration was attempted and refused; I/O uses the unregistered opcodes.
         case refused(String)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .unregistered: "not registered"
             case .registered(let first): "registered as fixed buffers \(first)..."
@@ -129,7 +129,7 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     /// Buffers not currently taken.
     public var available: Int { state.withLock { $0.free.count } }
 
-    public var registration: Registration { state.withLock { $0.registration } }
+    package var registration: Registration { state.withLock { $0.registration } }
 
     /// The memory of buffer `index`.
     func address(of index: Int) -> UnsafeMutableRawPointer {

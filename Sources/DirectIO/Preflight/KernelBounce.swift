@@ -6,34 +6,34 @@ extension Preflight {
     /// encryption is active (AMD SEV and Intel TDX guests bounce all I/O through shared,
     /// unencrypted memory), or for memory above what the device's DMA mask reaches. Direct I/O
     /// then runs at memcpy speed and no application hears of it.
-    public struct KernelBounce: Sendable, Equatable {
+    package struct KernelBounce: Sendable, Equatable {
         /// The sysfs name of the device that does the DMA ("0000:00:02.0"), nil when none was
         /// found (virtual devices such as loop, or no block device behind the path).
-        public var dmaDevice: String?
+        package var dmaDevice: String?
         /// How the device was found, or why none was.
-        public var dmaDeviceNote: String
+        package var dmaDeviceNote: String
         /// Address bits the device can reach (sysfs `dma_mask_bits`); nil when unknown.
-        public var dmaMaskBits: Int?
+        package var dmaMaskBits: Int?
         /// One past the highest physical memory address (from /proc/zoneinfo); nil when unknown.
-        public var memoryEndAddress: UInt64?
+        package var memoryEndAddress: UInt64?
         /// `swiotlb=force` on the kernel command line.
-        public var swiotlbForced: Bool
+        package var swiotlbForced: Bool
         /// "AMD SEV" or "Intel TDX" when this is a confidential guest with encrypted memory.
-        public var memoryEncryption: String?
+        package var memoryEncryption: String?
         /// swiotlb's default pool: slots of 2 KiB (debugfs `io_tlb_nslabs`); 0 when no pool
         /// was set up, nil when unknown.
-        public var swiotlbSlots: Int?
+        package var swiotlbSlots: Int?
         /// Slots in use now (debugfs `io_tlb_used`); nil when unknown.
-        public var swiotlbSlotsUsed: Int?
+        package var swiotlbSlotsUsed: Int?
         /// Where the swiotlb numbers came from, or why they are unknown.
-        public var swiotlbNote: String
+        package var swiotlbNote: String
         /// Whether the kernel bounces this device's DMA: nil when that cannot be told.
-        public var bounces: Bool?
+        package var bounces: Bool?
         /// Why it does, in words a user understands (empty when it does not).
-        public var reasons: [String]
+        package var reasons: [String]
 
         /// Bytes in one swiotlb slot (IO_TLB_SIZE, include/linux/swiotlb.h).
-        public static let swiotlbSlotBytes = 2048
+        package static let swiotlbSlotBytes = 2048
     }
 }
 

@@ -6,25 +6,25 @@ extension Preflight {
     /// kernels (6.18 here) also the ring's own memory; and, on a second count of the same
     /// limit, the pages a pool mlocks. The io_uring charge is per user, shared by all of that
     /// user's processes. systemd gives services 8 MiB by default.
-    public struct LockedMemory: Sendable, Equatable {
+    package struct LockedMemory: Sendable, Equatable {
         /// The soft limit in bytes; nil when unlimited or unknown (`limitKnown`).
-        public var limitBytes: UInt64?
-        public var limitKnown: Bool
+        package var limitBytes: UInt64?
+        package var limitKnown: Bool
         /// Whether the process has CAP_IPC_LOCK, which lifts the limit.
-        public var capIPCLock: Bool?
+        package var capIPCLock: Bool?
         /// The runtime asked about: rings of `queueDepth`, each registering a pool of `poolBytes`.
-        public var rings: Int
-        public var queueDepth: Int
-        public var poolBytes: Int
+        package var rings: Int
+        package var queueDepth: Int
+        package var poolBytes: Int
         /// Estimated bytes one ring's queues take (rounded to pages, as the kernel charges them).
-        public var ringBytes: Int
+        package var ringBytes: Int
         /// What the runtime locks: rings × (ring + pool).
-        public var neededBytes: UInt64
+        package var neededBytes: UInt64
         /// Whether that fits under the limit (true with CAP_IPC_LOCK or no limit).
-        public var fits: Bool
+        package var fits: Bool
         /// A limit that fits it, rounded up to a MiB: `ulimit -l` takes it in KiB,
         /// systemd's `LimitMEMLOCK=` in bytes.
-        public var suggestedLimitBytes: UInt64
+        package var suggestedLimitBytes: UInt64
     }
 }
 

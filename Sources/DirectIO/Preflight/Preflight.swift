@@ -18,9 +18,9 @@ public struct Preflight: Sendable {
     /// The path's direct-I/O limits; nil when it could not be inspected (`pathError` says why).
     public var limits: DeviceLimits?
     public var pathError: DirectIOError?
-    public var kernelBounce: KernelBounce
-    public var ioUring: RingAccess
-    public var lockedMemory: LockedMemory
+    package var kernelBounce: KernelBounce
+    package var ioUring: RingAccess
+    package var lockedMemory: LockedMemory
     /// Every problem found, in the order above; empty when nothing stands in the way.
     public var findings: [Finding]
 

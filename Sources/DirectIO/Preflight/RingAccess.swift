@@ -5,30 +5,30 @@ extension Preflight {
     /// `kernel.io_uring_disabled` (1: only CAP_SYS_ADMIN or members of `kernel.io_uring_group`;
     /// 2: nobody), a seccomp filter that refuses io_uring_setup (Docker's default profile,
     /// since 25.0), and RLIMIT_MEMLOCK, which the ring's own memory counts against.
-    public struct RingAccess: Sendable, Equatable {
+    package struct RingAccess: Sendable, Equatable {
         /// `kernel.io_uring_disabled`: 0, 1 or 2; nil when the sysctl is missing (before 6.6).
-        public var disabled: Int?
+        package var disabled: Int?
         /// `kernel.io_uring_group`: the group allowed when `disabled` is 1 (-1: none).
-        public var group: Int?
+        package var group: Int?
         /// Whether this process is in `group` (real, effective or supplementary).
-        public var inGroup: Bool?
+        package var inGroup: Bool?
         /// Whether this process has CAP_SYS_ADMIN (allowed when `disabled` is 1).
-        public var capSysAdmin: Bool?
+        package var capSysAdmin: Bool?
         /// This process's seccomp mode: 0 none, 1 strict, 2 filter (/proc/self/status).
-        public var seccompMode: Int?
+        package var seccompMode: Int?
         /// Seccomp filters installed on this process.
-        public var seccompFilters: Int?
+        package var seccompFilters: Int?
         /// Whether a ring could be set up just now; nil when not tried (a fixture).
-        public var available: Bool?
+        package var available: Bool?
         /// Why setting up a ring failed.
-        public var setupError: String?
+        package var setupError: String?
         /// The setup flags the kernel accepted for the fastest ring DirectIO asks for.
-        public var setupFlags: String?
+        package var setupFlags: String?
         /// The highest opcode number this kernel knows.
-        public var lastOpcode: Int?
+        package var lastOpcode: Int?
         /// The opcodes DirectIO uses that this kernel supports, and those it lacks.
-        public var opcodes: [String]
-        public var missingOpcodes: [String]
+        package var opcodes: [String]
+        package var missingOpcodes: [String]
     }
 }
 

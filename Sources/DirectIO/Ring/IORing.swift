@@ -3,30 +3,30 @@ import Glibc
 import SystemPackage
 
 /// Ring setup flags DirectIO knows how to use (IORING_SETUP_* in include/uapi/linux/io_uring.h).
-public struct RingSetupFlags: OptionSet, Sendable, CustomStringConvertible {
-    public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+package struct RingSetupFlags: OptionSet, Sendable, CustomStringConvertible {
+    package let rawValue: UInt32
+    package init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Size the CQ ourselves (2× the SQ), so more requests can be in flight than the SQ holds.
-    public static let completionQueueSize = RingSetupFlags(rawValue: IORING_SETUP_CQSIZE)
+    package static let completionQueueSize = RingSetupFlags(rawValue: IORING_SETUP_CQSIZE)
     /// Keep submitting a batch past a failed SQE; the failure arrives as that SQE's CQE.
-    public static let submitAll = RingSetupFlags(rawValue: IORING_SETUP_SUBMIT_ALL)
+    package static let submitAll = RingSetupFlags(rawValue: IORING_SETUP_SUBMIT_ALL)
     /// Do not interrupt the task to run completion work; it runs at the next io_uring_enter.
-    public static let cooperativeTaskRun = RingSetupFlags(rawValue: IORING_SETUP_COOP_TASKRUN)
+    package static let cooperativeTaskRun = RingSetupFlags(rawValue: IORING_SETUP_COOP_TASKRUN)
     /// Only the creating thread submits (lets the kernel skip locking).
-    public static let singleIssuer = RingSetupFlags(rawValue: IORING_SETUP_SINGLE_ISSUER)
+    package static let singleIssuer = RingSetupFlags(rawValue: IORING_SETUP_SINGLE_ISSUER)
     /// Completion work runs only when the issuer waits for completions.
-    public static let deferTaskRun = RingSetupFlags(rawValue: IORING_SETUP_DEFER_TASKRUN)
+    package static let deferTaskRun = RingSetupFlags(rawValue: IORING_SETUP_DEFER_TASKRUN)
 
     /// What fio 3.33 sets (engines/io_uring.c, fio_ioring_queue_init): the fastest setup, for a
     /// ring used by one thread only. SINGLE_ISSUER makes the kernel reject use from any other
     /// thread with EEXIST, and DEFER_TASKRUN delivers completions only to that thread.
-    public static let threadPerCore: RingSetupFlags = [.completionQueueSize, .submitAll, .cooperativeTaskRun, .singleIssuer, .deferTaskRun]
+    package static let threadPerCore: RingSetupFlags = [.completionQueueSize, .submitAll, .cooperativeTaskRun, .singleIssuer, .deferTaskRun]
     /// Safe from any thread, one at a time: completions are delivered by task work that
     /// interrupts the submitter, so a waiter on another thread is never starved.
-    public static let anyThread: RingSetupFlags = [.completionQueueSize, .submitAll]
+    package static let anyThread: RingSetupFlags = [.completionQueueSize, .submitAll]
 
-    public var description: String {
+    package var description: String {
         var names: [String] = []
         if contains(.completionQueueSize) { names.append("CQSIZE") }
         if contains(.submitAll) { names.append("SUBMIT_ALL") }

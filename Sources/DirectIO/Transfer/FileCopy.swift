@@ -2,17 +2,6 @@ import CDirectIO
 import Glibc
 import SystemPackage
 
-/// What `Transfer.copyFile` did.
-public struct FileCopyReport: Sendable {
-    public var transfer: TransferReport
-    /// The file written (DST, or DST/name of SRC when DST is a directory).
-    public var destination: String
-    /// Whether a file already at the destination was replaced.
-    public var replacedExisting: Bool
-    /// Whether the destination is a block device, written in place (it cannot be renamed over).
-    public var inPlace: Bool
-}
-
 extension Transfer {
     /// Copies the file at `sourcePath` to `destinationPath` so that the destination is never
     /// partial: the copy goes to a temporary file in the destination's directory (an unnamed
@@ -26,7 +15,7 @@ extension Transfer {
     /// - Parameter beforePublishing: called with the source's and the finished copy's
     ///   descriptors before the copy replaces anything (e.g. to compare checksums).
     public static func copyFile(from sourcePath: String, to destinationPath: String, options: TransferOptions = TransferOptions(),
-                                beforePublishing check: ((_ source: Int32, _ copy: Int32) throws(DirectIOError) -> Void)? = nil) throws(DirectIOError) -> FileCopyReport {
+                                beforePublishing check: ((_ source: Int32, _ copy: Int32) throws(DirectIOError) -> Void)? = nil) throws(DirectIOError) -> TransferReport {
         let source: Int32
         do { source = try Sys.open(sourcePath, flags: O_RDONLY | O_CLOEXEC) } catch {
             throw .system(error, operation: "copy", call: "open", path: sourcePath)
@@ -60,7 +49,11 @@ extension Transfer {
             let report = try run(from: sourceEndpoint, to: TransferEndpoint(descriptor: device, label: destination), options: options)
             do { try Sys.fsync(device, dataOnly: false) } catch { throw .system(error, operation: "copy", call: "fsync", path: destination) }
             try check?(source, device)
-            return FileCopyReport(transfer: report, destination: destination, replacedExisting: true, inPlace: true)
+            var copied = report
+            copied.destination = destination
+            copied.replacedExisting = true
+            copied.inPlace = true
+            return copied
         }
 
         var temporary = try TemporaryFile(beside: destination)
@@ -74,7 +67,10 @@ extension Transfer {
             }
             try check?(source, temporary.fd)
             try temporary.publish(as: destination)
-            return FileCopyReport(transfer: report, destination: destination, replacedExisting: exists, inPlace: false)
+            var copied = report
+            copied.destination = destination
+            copied.replacedExisting = exists
+            return copied
         } catch {
             temporary.discard()
             throw error

@@ -37,7 +37,7 @@ public enum Transfer {
         var candidates: [TransferStrategy] = []
         for strategy in options.strategy.map({ [$0] }) ?? TransferStrategy.automaticOrder(from: source.kind, to: destination.kind) {
             if let why = strategy.unsuitability(from: source.kind, to: destination.kind) {
-                report.skipped.append(.init(strategy: strategy, reason: why))
+                report.skipped.append((strategy, why))
             } else {
                 candidates.append(strategy)
             }
@@ -91,7 +91,7 @@ public enum Transfer {
                         remaining = remaining.advanced(by: done)
                         if done > 0 && !report.strategiesUsed.contains(strategy) { report.strategiesUsed.append(strategy) }
                         let midway = report.strategiesUsed.contains(strategy)
-                        report.skipped.append(.init(strategy: strategy, reason: midway ? "stopped at source offset \(remaining.sourceOffset): \(why)" : why))
+                        report.skipped.append((strategy, midway ? "stopped at source offset \(remaining.sourceOffset): \(why)" : why))
                         run.discard(strategy)
                         candidates.removeFirst()
                         if options.strategy != nil {
@@ -159,7 +159,7 @@ private struct Run {
                 if case .failed(let failure) = error { throw failure }
                 return nil
             }
-            report.skipped.append(.init(strategy: strategy, reason: why))
+            report.skipped.append((strategy, why))
             discard(strategy)
             if options.strategy != nil {
                 throw DirectIOError(.unsupported, operation: "transfer (\(strategy))", path: destination.label, offset: range.destinationOffset, detail: why)

@@ -8,7 +8,7 @@ import Glibc
 /// files can be cloned or copied with copy_file_range, only files and block devices can be
 /// read by sendfile or with O_DIRECT, and every kind can splice through a pipe.
 public struct TransferEndpoint: Sendable {
-    public enum Kind: String, Sendable, CustomStringConvertible {
+    package enum Kind: String, Sendable, CustomStringConvertible {
         case regularFile = "regular file"
         case blockDevice = "block device"
         case socket
@@ -16,7 +16,7 @@ public struct TransferEndpoint: Sendable {
         /// Character devices and the rest: only buffered reads and writes.
         case other
 
-        public var description: String { rawValue }
+        package var description: String { rawValue }
 
         /// Whether the endpoint is addressed by offset (and has a size).
         var isSeekable: Bool { self == .regularFile || self == .blockDevice }
@@ -25,7 +25,7 @@ public struct TransferEndpoint: Sendable {
     public let descriptor: Int32
     /// What errors and reports call it: the path, or a description of the descriptor.
     public let label: String
-    public let kind: Kind
+    package let kind: Kind
     /// The filesystem (st_dev) of a regular file: reflinks work only within one.
     let device: UInt64
 
