@@ -69,8 +69,8 @@ public final class IORuntime: Sendable {
         let pool: BufferPool
         let smallPool: BufferPool
         do {
-            pool = try BufferPool(count: bounceBuffers, bufferBytes: bounceBufferBytes)
-            smallPool = try BufferPool(count: min(count * queueDepth, 4096), bufferBytes: Self.smallBounceBytes)
+            pool = try BufferPool.reserve(count: bounceBuffers, bufferBytes: bounceBufferBytes)
+            smallPool = try BufferPool.reserve(count: min(count * queueDepth, 4096), bufferBytes: Self.smallBounceBytes)
         } catch {
             for executor in executors { executor.worker.stopDetached() }
             throw error
@@ -79,8 +79,9 @@ public final class IORuntime: Sendable {
         self.workers = executors.map(\.worker)
         self.bouncePool = pool
         self.smallBouncePool = smallPool
-        // Before any request can reach a ring (a refused registration leaves the pool usable).
-        for worker in workers {
+        // Before any request can reach a ring (a refused registration leaves the pool usable),
+        // where pinning is charged to no limit (`MemoryLimits.pinningIsFree`).
+        for worker in workers where MemoryLimits.pinningIsFree {
             worker.post(.register(smallPool, nil))
             worker.post(.register(pool, nil))
         }

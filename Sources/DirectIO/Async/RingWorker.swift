@@ -247,7 +247,8 @@ final class RingWorker: @unchecked Sendable {
         let engine: IOEngine
         do {
             // One more slot than requests: the eventfd read that wakes the worker.
-            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024)
+            // The runtime's own bounce reserve serves async requests: one buffer here, unused.
+            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024, bounceBuffers: 1)
         } catch {
             ready.updateAndBroadcast { $0 = .failed(error) }
             return

@@ -40,23 +40,13 @@ public final class IOEngine {
         var leaked = false
         /// The swift-metrics counters, made by the first `publishMetrics`.
         var metrics: EngineMetrics? = nil
-        /// Bounce buffers for misaligned requests, made on first use.
-        var bouncePool: BufferPool? = nil
     }
 
-    /// Bounce buffers: 8 of 256 KiB, enough for one request in flight per buffer; made on
-    /// first use and registered with this engine.
+    /// The engine's bounce reserve for requests that break a file's alignment: made with the
+    /// engine, so a caller waiting for a buffer waits for one that exists (the seed's
+    /// emergency pool); registered where pinning is charged to no limit.
+    let bouncePool: BufferPool
     static let bounceBufferBytes = 256 << 10
-    static let bounceBufferCount = 8
-
-    /// The engine's bounce pool, made and registered on first use.
-    func bouncePool() throws(DirectIOError) -> BufferPool {
-        if let pool = registry.pointee.bouncePool { return pool }
-        let pool = try BufferPool(count: Self.bounceBufferCount, bufferBytes: Self.bounceBufferBytes)
-        register(pool)
-        registry.pointee.bouncePool = pool
-        return pool
-    }
 
     /// Counts a synchronous transfer's bytes.
     func record(_ moved: TransferStatistics) {
@@ -87,23 +77,30 @@ public final class IOEngine {
     ///     any thread may, one at a time.
     ///   - fixedBufferSlots: size of the sparse fixed-buffer table pools register into.
     ///   - fixedFileSlots: size of the sparse fixed-file table files register into when opened.
-    public convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, threadPerCore: Bool = false, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
-        try self.init(choice, queueDepth: queueDepth, ringFlags: threadPerCore ? .threadPerCore : .anyThread, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, wrappingBackend: nil)
+    ///   - bounceBuffers: 256 KiB bounce buffers for unaligned requests, made now. A
+    ///     synchronous call holds one at a time, so two serve one thread; files opened with
+    ///     their own `bouncePool` share that one instead.
+    public convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, threadPerCore: Bool = false, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256, bounceBuffers: Int = 2) throws(DirectIOError) {
+        try self.init(choice, queueDepth: queueDepth, ringFlags: threadPerCore ? .threadPerCore : .anyThread, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, bounceBuffers: bounceBuffers, wrappingBackend: nil)
     }
 
     /// An engine with exactly these ring setup flags (tests, and the runtime's workers).
-    package convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256) throws(DirectIOError) {
-        try self.init(choice, queueDepth: queueDepth, ringFlags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, wrappingBackend: nil)
+    package convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, ringFlags: RingSetupFlags, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256, bounceBuffers: Int = 2) throws(DirectIOError) {
+        try self.init(choice, queueDepth: queueDepth, ringFlags: ringFlags, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, bounceBuffers: bounceBuffers, wrappingBackend: nil)
     }
 
     /// Whether io_uring carries the requests (else blocking system calls; `notes` says why).
     public var usesIOUring: Bool { kind == .ioUring }
 
     /// An engine whose kernel-facing backend is wrapped (DirectIOTesting's fault injection).
-    package init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, wrappingBackend wrap: ((any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
+    package init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, bounceBuffers: Int = 2, wrappingBackend wrap: ((any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
         guard queueDepth > 0 && queueDepth <= 16_384 else {
             throw DirectIOError(.invalidArgument, operation: "create engine", detail: "queue depth \(queueDepth) is outside 1...16384")
         }
+        guard bounceBuffers >= 1 else {
+            throw DirectIOError(.invalidArgument, operation: "create engine", detail: "at least one bounce buffer is needed (got \(bounceBuffers))")
+        }
+        bouncePool = try BufferPool.reserve(count: bounceBuffers, bufferBytes: Self.bounceBufferBytes)
         var resolved = choice
         var notes: [String] = []
         if choice == .automatic, let forced = ProcessEnvironment.engineOverride {
@@ -133,6 +130,7 @@ public final class IOEngine {
         table.initialize(to: RequestTable(capacity: queueDepth, completionCapacity: chosen.completionCapacity))
         registry = .allocate(capacity: 1)
         registry.initialize(to: Registry(bufferSlots: FixedSlotAllocator(count: chosen.fixedBufferSlots), fileSlots: FixedSlotAllocator(count: chosen.fixedFileSlots)))
+        if MemoryLimits.pinningIsFree { register(bouncePool) }
     }
 
     deinit {
@@ -445,7 +443,6 @@ public final class IOEngine {
         while let index = table.pointee.popFinished() { table.pointee.release(index) }
         registry.pointee.pools.removeAll()
         registry.pointee.lastPool = nil
-        registry.pointee.bouncePool = nil
     }
 
     // MARK: Request state

@@ -17,8 +17,7 @@ extension DirectFile {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
         }
-        let pool: BufferPool
-        if let sharedBouncePool { pool = sharedBouncePool } else { pool = try engine.bouncePool() }
+        let pool = sharedBouncePool ?? engine.bouncePool
         let plan = try TransferPlanner.plan(
             segments: segments, fileOffset: offset, isWrite: !isRead,
             limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))

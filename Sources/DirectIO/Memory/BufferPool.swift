@@ -50,7 +50,18 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     ///   - count: number of buffers.
     ///   - bufferBytes: size of each, rounded up to the page size so every buffer is page-aligned.
     ///   - hugePages: by default, transparent huge pages once the pool spans 2 MiB.
-    public init(count: Int, bufferBytes: Int, hugePages: HugePages = .automatic) throws(DirectIOError) {
+    public convenience init(count: Int, bufferBytes: Int, hugePages: HugePages = .automatic) throws(DirectIOError) {
+        try self.init(count: count, bufferBytes: bufferBytes, hugePages: hugePages, lock: true)
+    }
+
+    /// A bounce reserve (an engine's or a runtime's): its memory exists from the start, locked
+    /// only where pinning is charged to no limit (`MemoryLimits.pinningIsFree`), else touched
+    /// page by page so that it is resident without using RLIMIT_MEMLOCK.
+    package static func reserve(count: Int, bufferBytes: Int) throws(DirectIOError) -> BufferPool {
+        try BufferPool(count: count, bufferBytes: bufferBytes, hugePages: .none, lock: MemoryLimits.pinningIsFree)
+    }
+
+    private init(count: Int, bufferBytes: Int, hugePages: HugePages, lock: Bool) throws(DirectIOError) {
         guard count > 0, bufferBytes > 0 else {
             throw DirectIOError(.invalidArgument, operation: "create buffer pool", length: bufferBytes, detail: "count (\(count)) and buffer size must be positive")
         }
@@ -59,7 +70,15 @@ public final class BufferPool: Sendable, CustomStringConvertible {
             throw DirectIOError(.invalidArgument, operation: "create buffer pool", length: bufferBytes, detail: "a buffer may be at most 1 GiB (io_uring fixed-buffer limit)")
         }
         let stride = roundUp(bufferBytes, to: Sys.pageSize)
-        let (address, report) = try MappedRegion.map(byteCount: stride * count, hugePages: hugePages, lock: true)
+        let (address, report) = try MappedRegion.map(byteCount: stride * count, hugePages: hugePages, lock: lock)
+        if !report.locked {
+            // Resident before the first request that needs it, locked or not.
+            var page = 0
+            while page < report.mappedBytes {
+                address.storeBytes(of: 0, toByteOffset: page, as: UInt8.self)
+                page += Sys.pageSize
+            }
+        }
         self.bufferBytes = stride
         self.count = count
         self.baseBits = UInt(bitPattern: address)
