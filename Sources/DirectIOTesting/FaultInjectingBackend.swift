@@ -53,6 +53,17 @@ extension IOEngine {
     }
 }
 
+extension IORuntime {
+    /// A runtime whose rings inject `plan`'s faults (each ring from its own copy of the seed):
+    /// for testing async code against short transfers, EAGAIN, EINTR, EIO, ENOSPC, ECANCELED
+    /// and reordered completions, on real files.
+    public static func injectingFaults(_ plan: FaultPlan, rings: Int = 1, queueDepth: Int = 64, engine: IOEngine.Choice = .automatic) throws(DirectIOError) -> IORuntime {
+        try IORuntime(rings: rings, queueDepth: queueDepth, engine: engine, bounceBuffers: 8, bounceBufferBytes: 256 << 10) { inner in
+            FaultInjectingBackend(wrapping: inner, plan: plan)
+        }
+    }
+}
+
 /// Wraps a real backend and injects the faults in a `FaultPlan` between the engine and the
 /// kernel. It exercises, against real files, every path by which the engine turns kernel
 /// results into outcomes: retry, remainder resubmission, error reporting, reordering.

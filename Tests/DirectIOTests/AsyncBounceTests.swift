@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import DirectIO
+import DirectIOTesting
 
 /// AsyncFile takes any memory, offset and length, like DirectFile, through the same
 /// realignment layer: byte-exact against a model and pread (RELIABILITY-CASES 1, 2, 7).
@@ -13,6 +14,18 @@ import Testing
         let runtime = try IORuntime(rings: 2, queueDepth: 32, engine: engine)
         try await BounceWorkload.run(path: directory + "/data", runtime: runtime, operations: 300, span: 300_000, seed: 141)
         #expect(runtime.bouncePool.available == runtime.bouncePool.count && runtime.smallBouncePool.available == runtime.smallBouncePool.count)
+    }
+
+    /// Short transfers (cut to 512-byte multiples), EAGAIN, EINTR and completions out of
+    /// order under every step of the realignment: the engine resubmits and retries, and the
+    /// bytes still match the model.
+    @Test(arguments: AsyncTests.engines)
+    func unalignedRequestsStayByteExactUnderInjectedFaults(engine: IOEngine.Choice) async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let plan = FaultPlan(seed: 191, shortTransferPercent: 30, shortGranularity: 512, againPercent: 10, interruptPercent: 10, delayPercent: 30)
+        let runtime = try IORuntime.injectingFaults(plan, rings: 2, queueDepth: 16, engine: engine)
+        try await BounceWorkload.run(path: directory + "/data", runtime: runtime, operations: 200, span: 300_000, seed: 192)
     }
 
     @Test func tmpfsTakesEveryRequestDirectly() async throws {

@@ -17,6 +17,18 @@ import DIOCommands
 
     private static let everything = FaultPlan(seed: 5, shortTransferPercent: 30, againPercent: 10, interruptPercent: 10, delayPercent: 30)
 
+    /// The realignment layer's every step (merge reads, bounced and direct pieces, vectored
+    /// writes) under the same faults, through DirectFile: byte-exact against the model.
+    @Test(arguments: engines)
+    func unalignedRequestsStayByteExact(choice: IOEngine.Choice) throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let plan = FaultPlan(seed: 193, shortTransferPercent: 30, shortGranularity: 512, againPercent: 10, interruptPercent: 10, delayPercent: 30)
+        let faulty = try engine(choice, plan)
+        try BounceWorkload.run(path: directory + "/data", engine: faulty, operations: 200, span: 300_000, seed: 194)
+        #expect(faulty.statistics.retries > 0 && faulty.statistics.resubmissions > 0, "\(faulty.statistics)")
+    }
+
     @Test(arguments: engines)
     func retriesAndRemaindersStillDeliverExactBytes(choice: IOEngine.Choice) throws {
         let directory = try TestSupport.scratchDirectory()

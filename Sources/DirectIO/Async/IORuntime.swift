@@ -51,15 +51,21 @@ public final class IORuntime: Sendable {
     ///     blocks share (each realigned request holds one from its first device I/O to its
     ///     last); more wait for one. Smaller requests have `rings × queueDepth` small ones.
     ///   - bounceBufferBytes: each large one's size; larger requests go through in pieces.
-    public init(rings: Int? = nil, queueDepth: Int = 128, engine: IOEngine.Choice = .automatic,
-                bounceBuffers: Int = 8, bounceBufferBytes: Int = 256 << 10) throws(DirectIOError) {
+    public convenience init(rings: Int? = nil, queueDepth: Int = 128, engine: IOEngine.Choice = .automatic,
+                            bounceBuffers: Int = 8, bounceBufferBytes: Int = 256 << 10) throws(DirectIOError) {
+        try self.init(rings: rings, queueDepth: queueDepth, engine: engine, bounceBuffers: bounceBuffers, bounceBufferBytes: bounceBufferBytes, wrappingBackend: nil)
+    }
+
+    /// A runtime whose rings' kernel-facing backends are wrapped (DirectIOTesting's faults).
+    package init(rings: Int?, queueDepth: Int, engine: IOEngine.Choice, bounceBuffers: Int, bounceBufferBytes: Int,
+                 wrappingBackend wrap: (@Sendable (any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
         let count = rings ?? Sys.onlineCores
         guard count >= 1 && count <= 1024, queueDepth >= 1 && queueDepth <= 16_383 else {
             throw DirectIOError(.invalidArgument, operation: "create I/O runtime", detail: "rings must be 1...1024 and queue depth 1...16383 (got \(count), \(queueDepth))")
         }
         var executors: [RingExecutor] = []
         for _ in 0..<count {
-            do { executors.append(try RingWorker.start(queueDepth: queueDepth, engine: engine)) } catch {
+            do { executors.append(try RingWorker.start(queueDepth: queueDepth, engine: engine, wrap: wrap)) } catch {
                 for executor in executors { executor.worker.stopDetached() }
                 throw error
             }
