@@ -31,7 +31,7 @@ import DIOCommands
         let registration = engine.registering(pool)
         let registered = config.choice == .ioUring && TestSupport.registered(registration)
         // After the engine's bounce reserve, when that is registered.
-        let first = UInt16(MemoryLimits.pinningIsFree ? engine.bouncePool.count : 0)
+        let first = UInt16(MemoryLimits.pinningIsFree ? engine.bouncePool.count + (engine.smallBouncePool?.count ?? 0) : 0)
         if registered { #expect(registration == .registered(firstSlot: first)) }
         let file = try DirectFile(path: path, options: OpenOptions(access: .readOnly), engine: engine)
         let isDirect = file.isDirect

@@ -208,6 +208,8 @@ struct SystemTests {
             let runtime = try IORuntime(rings: 2, queueDepth: 16, engine: engine)
             try await BounceWorkload.run(path: device.path, runtime: runtime, operations: 150, span: 1 << 20, seed: 150 + UInt64(index), fixedSize: 8 << 20)
         }
+        // Batched: unaligned writes as steps of one request, many in flight (the whole device).
+        _ = try BatchedRealignTests.run(path: device.path, engine: EngineTests.engines[0].make(queueDepth: 32), rounds: 10, perRound: 16, seed: 170, fileBytes: 8 << 20)
         guard TestSupport.which("mkfs.xfs") != nil else {
             print("skipping the xfs half: mkfs.xfs not installed (apt-get install xfsprogs)")
             return
@@ -221,6 +223,7 @@ struct SystemTests {
             let runtime = try IORuntime(rings: 2, queueDepth: 16, engine: engine)
             try await BounceWorkload.run(path: filesystem.mountPoint + "/async\(index)", runtime: runtime, operations: 150, span: 300_000, seed: 160 + UInt64(index))
         }
+        _ = try BatchedRealignTests.run(path: filesystem.mountPoint + "/batched", engine: EngineTests.engines[0].make(queueDepth: 32), rounds: 10, perRound: 16, seed: 171)
     }
 
     @Test func verifyPassesOnAFourKiBSectorDeviceWithMisalignedMemoryAndOffsets() throws {

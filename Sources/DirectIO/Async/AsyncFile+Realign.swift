@@ -4,10 +4,8 @@
 extension AsyncFile {
     nonisolated(nonsending) func transferRealigned(isRead: Bool, _ segments: [CallerSegment], at offset: Int64, name: String, scope: IOScope?) async throws -> Int {
         let total = segments.reduce(0) { $0 + $1.length }
-        // The small pool when the request's covering blocks fit one of its buffers.
-        let block = Int64(isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment)
-        let span = alignUp(offset + Int64(total), block) - alignDown(offset, block)
-        let pool = if let smallBouncePool, span <= Int64(smallBouncePool.bufferBytes) { smallBouncePool } else { bouncePool }
+        let pool = Realignment.bouncePool(offset: offset, length: total, block: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment,
+                                          small: smallBouncePool, large: bouncePool)
         let plan = try TransferPlanner.plan(
             segments: segments, fileOffset: offset, isWrite: !isRead,
             limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))

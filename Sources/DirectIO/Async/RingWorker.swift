@@ -251,7 +251,7 @@ final class RingWorker: @unchecked Sendable {
         do {
             // One more slot than requests: the eventfd read that wakes the worker.
             // The runtime's own bounce reserve serves async requests: one buffer here, unused.
-            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024, bounceBuffers: 1, wrappingBackend: wrap)
+            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024, bounceBuffers: 1, smallBounceBuffers: false, wrappingBackend: wrap)
         } catch {
             ready.updateAndBroadcast { $0 = .failed(error) }
             return

@@ -46,6 +46,10 @@ public final class IOEngine {
     /// engine, so a caller waiting for a buffer waits for one that exists (the seed's
     /// emergency pool); registered where pinning is charged to no limit.
     let bouncePool: BufferPool
+    /// Small bounce buffers (`IORuntime.smallBounceBytes`), one per request slot, for
+    /// requests whose covering blocks fit one: batched unaligned requests in flight each hold
+    /// one. Nil for engines that never bounce (the runtime's rings use the runtime's).
+    let smallBouncePool: BufferPool?
     static let bounceBufferBytes = 256 << 10
 
     /// Counts a synchronous transfer's bytes.
@@ -93,7 +97,8 @@ public final class IOEngine {
     public var usesIOUring: Bool { kind == .ioUring }
 
     /// An engine whose kernel-facing backend is wrapped (DirectIOTesting's fault injection).
-    package init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, bounceBuffers: Int = 2, wrappingBackend wrap: ((any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
+    package init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, bounceBuffers: Int = 2, smallBounceBuffers: Bool = true,
+                 wrappingBackend wrap: ((any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
         guard queueDepth > 0 && queueDepth <= 16_384 else {
             throw DirectIOError(.invalidArgument, operation: "create engine", detail: "queue depth \(queueDepth) is outside 1...16384")
         }
@@ -101,6 +106,7 @@ public final class IOEngine {
             throw DirectIOError(.invalidArgument, operation: "create engine", detail: "at least one bounce buffer is needed (got \(bounceBuffers))")
         }
         bouncePool = try BufferPool.reserve(count: bounceBuffers, bufferBytes: Self.bounceBufferBytes)
+        smallBouncePool = smallBounceBuffers ? try BufferPool.reserve(count: queueDepth, bufferBytes: IORuntime.smallBounceBytes) : nil
         var resolved = choice
         var notes: [String] = []
         if choice == .automatic, let forced = ProcessEnvironment.engineOverride {
@@ -130,7 +136,10 @@ public final class IOEngine {
         table.initialize(to: RequestTable(capacity: queueDepth, completionCapacity: chosen.completionCapacity))
         registry = .allocate(capacity: 1)
         registry.initialize(to: Registry(bufferSlots: FixedSlotAllocator(count: chosen.fixedBufferSlots), fileSlots: FixedSlotAllocator(count: chosen.fixedFileSlots)))
-        if MemoryLimits.pinningIsFree { register(bouncePool) }
+        if MemoryLimits.pinningIsFree {
+            if let smallBouncePool { register(smallBouncePool) }
+            register(bouncePool)
+        }
     }
 
     deinit {
@@ -334,6 +343,39 @@ public final class IOEngine {
         let index = try start(operation, tag: tag, buffer: buffer, blockBytes: blockBytes, batched: true)
         table.pointee.slots[index].shift = shift
         table.pointee.slots[index].counters = counters
+    }
+
+    /// Starts a batched request the realignment layer carries out in steps (`RealignedRequest`):
+    /// its first device request now, each next one when the previous completes, and one
+    /// completion for the caller, with `buffer`, at the end.
+    func submit(_ request: RealignedRequest, buffer: consuming PoolBuffer, tag: UInt64) throws(DirectIOError) {
+        let first: IOOperation
+        switch request.advance(after: nil, cancelled: false, engine: self) {
+        case .success(let operation): first = operation
+        case .failure(let ended):
+            // Nothing reached the kernel: say why at once.
+            throw DirectIOError.system(ended.outcome.errno ?? .ioError, operation: "submit realigned request", call: "plan", offset: request.offset)
+        }
+        let index: Int
+        do { index = try start(first, tag: tag, buffer: buffer, blockBytes: request.blockBytes(of: first), batched: true) } catch {
+            request.release()
+            throw error
+        }
+        let slot = table.pointee.slots + index
+        slot.pointee.realigned = request
+        slot.pointee.startOffset = request.offset
+        table.pointee.realignedInFlight += 1
+    }
+
+    /// Whether batched requests of this engine hold block locks: a caller about to wait for a
+    /// lock or a bounce buffer must then let them progress (`progress()`), since only this
+    /// thread reaps them.
+    var holdsRealignedRequests: Bool { table.pointee.realignedInFlight > 0 }
+
+    /// Waits for at least one completion and acts on it (the next step of a realigned request,
+    /// or a finished request that `reap` will hand out).
+    func progress() throws(DirectIOError) {
+        try wait(minimum: 1)
     }
 
     /// Submits everything queued without waiting.
@@ -601,6 +643,30 @@ public final class IOEngine {
 
     private func finish(_ index: Int, _ outcome: IOOutcome) {
         let slot = table.pointee.slots + index
+        var outcome = outcome
+        if let realigned = slot.pointee.realigned {
+            // One step of a realigned request ended: submit the next, or end the request.
+            switch realigned.advance(after: outcome, cancelled: slot.pointee.cancelRequested, engine: self) {
+            case .success(let next):
+                slot.pointee.operation = next
+                slot.pointee.blockBytes = realigned.blockBytes(of: next)
+                slot.pointee.done = 0
+                slot.pointee.retries = 0
+                do {
+                    try enqueue(index)
+                    return
+                } catch {
+                    realigned.release()
+                    outcome = IOOutcome(bytes: 0, errno: error.errno ?? .ioError)
+                }
+            case .failure(let ended):
+                outcome = ended.outcome
+                realigned.counters?.totals.add(ended.statistics)
+                table.pointee.statistics.add(ended.statistics)
+            }
+            slot.pointee.realigned = nil
+            table.pointee.realignedInFlight -= 1
+        }
         slot.pointee.state = .finished
         slot.pointee.outcome = outcome
         if slot.pointee.batched {

@@ -24,6 +24,8 @@ struct RequestTable: ~Copyable {
     var pendingCancels = 0
     /// Batched requests submitted and not yet finished.
     var batchedInFlight = 0
+    /// Of those, realigned ones (which hold block locks until they finish).
+    var realignedInFlight = 0
     var statistics = EngineStatistics()
     /// The last io_uring_enter failure, until an enter succeeds again: new requests are
     /// refused meanwhile (`EnterBackoff`).
@@ -107,6 +109,8 @@ package struct Slot: ~Copyable {
     var shift: Shift? = nil
     /// The file's counters, for batched data requests on a direct file (bytes count as direct).
     var counters: TransferCounters? = nil
+    /// A batched request carried out in steps by the realignment layer.
+    var realigned: RealignedRequest? = nil
 
     /// Slot index in the low 32 bits, generation above it (bit 63 stays clear for cancels).
     func userData(index: Int) -> UInt64 {
@@ -129,6 +133,7 @@ package struct Slot: ~Copyable {
         self.buffer = buffer
         shift = nil
         counters = nil
+        realigned = nil
     }
 
     mutating func reset() {
@@ -136,6 +141,7 @@ package struct Slot: ~Copyable {
         buffer = nil
         shift = nil
         counters = nil
+        realigned = nil
     }
 }
 

@@ -29,6 +29,11 @@ final class BlockLocks: Sendable {
     static let shared = BlockLocks()
     private let state = ConditionLock(State())
 
+    /// Locks `keys` if none is held; never waits.
+    func tryLock(_ keys: [Key]) -> Bool {
+        keys.isEmpty || state.withLock { $0.tryLock(keys) }
+    }
+
     func lock(_ keys: [Key]) {
         guard !keys.isEmpty else { return }
         _ = state.wait { state -> Bool? in state.tryLock(keys) ? true : nil }

@@ -1,4 +1,3 @@
-import Glibc
 import SystemPackage
 
 /// Requests that break the file's alignment, carried out by the shared `Realignment` layer:
@@ -17,7 +16,8 @@ extension DirectFile {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
         }
-        let pool = sharedBouncePool ?? engine.bouncePool
+        let pool = sharedBouncePool ?? Realignment.bouncePool(offset: offset, length: total, block: isRead ? alignment.readAlignment : alignment.writeAlignment,
+                                                              small: engine.smallBouncePool, large: engine.bouncePool)
         let plan = try TransferPlanner.plan(
             segments: segments, fileOffset: offset, isWrite: !isRead,
             limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
@@ -45,6 +45,58 @@ extension DirectFile {
         return moved
     }
 
+    /// A batched request the realignment layer carries out in steps under one tag (an
+    /// unaligned write: read the edge blocks, merge, write; or a read whose block range does
+    /// not fit its buffer). Its block locks and bounce buffer are taken now and held until its
+    /// last step completes. Waiting for either never blocks on this engine's own realigned
+    /// requests: only this thread reaps them, so it makes them progress instead.
+    func submitRealigned(isRead: Bool, _ buffer: consuming PoolBuffer, bufferOffset: Int, count: Int, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+        let name = isRead ? "read" : "write"
+        let pool = sharedBouncePool ?? Realignment.bouncePool(offset: offset, length: count, block: isRead ? alignment.readAlignment : alignment.writeAlignment,
+                                                              small: engine.smallBouncePool, large: engine.bouncePool)
+        let plan = try TransferPlanner.plan(
+            segments: [CallerSegment(address: UInt(bitPattern: buffer.baseAddress + bufferOffset), length: count)], fileOffset: offset, isWrite: !isRead,
+            limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
+        let keys = Realignment.lockKeys(plan, identity: identity)
+        while !BlockLocks.shared.tryLock(keys) {
+            guard engine.holdsRealignedRequests else {
+                BlockLocks.shared.lock(keys)  // held by other threads' requests, which they reap
+                break
+            }
+            do { try engine.progress() } catch {
+                throw error
+            }
+        }
+        var bounce: PoolBuffer? = nil
+        if Realignment.needsBounce(plan) {
+            bounce = pool.take()
+            while bounce == nil {
+                if engine.holdsRealignedRequests {
+                    do { try engine.progress() } catch {
+                        BlockLocks.shared.unlock(keys)
+                        throw error
+                    }
+                    bounce = pool.take()
+                } else if waitsForBounceBuffers {
+                    var waited = false
+                    bounce = pool.takeWaiting(waited: &waited)
+                    if waited { record(TransferStatistics(bounceWaits: 1)) }
+                } else {
+                    BlockLocks.shared.unlock(keys)
+                    throw DirectIOError(.wouldBlock, operation: name, path: path, offset: offset, length: count,
+                                        detail: "all \(pool.count) bounce buffers are in use and this file was opened not to wait for one; nothing was submitted")
+                }
+            }
+        }
+        let base = bounce?.baseAddress
+        let bounceSlot = engine.fixedIndex(of: bounce?.poolSlot)
+        let request = RealignedRequest(
+            realignment: Realignment(plan: plan, isRead: isRead, bounce: base, offset: offset, total: count, rules: rules, descriptor: descriptor, name: name, usesRing: engine.kind == .ioUring),
+            bounce: bounce, bounceSlot: bounceSlot, keys: keys, fd: descriptor, fileSlot: fileSlot,
+            readBlock: alignment.readAlignment, writeBlock: alignment.writeAlignment, offset: offset, counters: isDirect ? counters : nil)
+        try engine.submit(request, buffer: buffer, tag: tag)
+    }
+
     /// Submits the realignment's requests until it is done: a pair goes in one
     /// io_uring_enter, so the device overlaps them. Memory in the bounce buffer uses its
     /// fixed-buffer slot; caller memory that lies in a registered pool buffer uses that one's.
@@ -68,12 +120,6 @@ extension DirectFile {
     }
 
     private func operation(_ request: DeviceRequest, bounceSlot: UInt16?) -> IOOperation {
-        if request.vectorCount > 0 {
-            return .vectored(request.isRead ? .readv : .writev, fd: descriptor, fileSlot: fileSlot, vectors: request.address.assumingMemoryBound(to: iovec.self), count: request.vectorCount, at: request.fileOffset)
-        }
-        let fixed = request.inBounceBuffer ? bounceSlot : engine.fixedIndex(containing: request.address, length: request.length)
-        return request.isRead
-            ? .read(fd: descriptor, fileSlot: fileSlot, into: request.address, count: request.length, at: request.fileOffset, fixedSlot: fixed)
-            : .write(fd: descriptor, fileSlot: fileSlot, from: request.address, count: request.length, at: request.fileOffset, fixedSlot: fixed)
+        request.operation(fd: descriptor, fileSlot: fileSlot, bounceSlot: bounceSlot, engine: engine)
     }
 }

@@ -127,7 +127,15 @@ extension DirectFile {
         try checkFits(length, in: buffer.count - bufferOffset, operation: name, offset: offset)
         let address = buffer.baseAddress + bufferOffset
         if try mustRealign(name: name, address: UInt(bitPattern: address), offset: offset, length: length, isRead: isRead) {
-            return try submitShifted(isRead: isRead, buffer, bufferOffset: bufferOffset, count: length, at: offset, tag: tag)
+            // Inside its own buffer where the block range fits and a write covers whole blocks
+            // (one DMA, no bounce buffer); else through the realignment layer, in steps.
+            let block = Int64(isRead ? alignment.readAlignment : alignment.writeAlignment)
+            let span = alignUp(offset + Int64(length), block) - alignDown(offset, block)
+            let wholeBlocks = offset % block == 0 && Int64(length) % block == 0
+            if span <= Int64(buffer.count) && (isRead || wholeBlocks) {
+                return try submitShifted(isRead: isRead, buffer, bufferOffset: bufferOffset, count: length, at: offset, tag: tag)
+            }
+            return try submitRealigned(isRead: isRead, buffer, bufferOffset: bufferOffset, count: length, at: offset, tag: tag)
         }
         // The whole range lies inside the registered buffer, so the fixed slot stays valid.
         let fixed = engine.fixedIndex(of: buffer.poolSlot)
@@ -137,26 +145,17 @@ extension DirectFile {
         try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: isRead), counters: isDirect ? counters : nil)
     }
 
-    /// A batched request whose memory, offset or length breaks the alignment, served inside its
-    /// own pool buffer (see `Shift`): reads fetch the whole block range to the buffer's start
-    /// and slide the caller's bytes into place after the completion; writes of whole blocks
-    /// slide the bytes to the buffer's start first. Either way no bounce buffer is involved,
-    /// and every byte still moves by DMA. Unaligned batched writes would need read-modify-write
-    /// before submission: those take the synchronous calls.
+    /// A batched request whose memory breaks the alignment, served inside its own pool buffer
+    /// (see `Shift`): reads fetch the whole block range to the buffer's start and slide the
+    /// caller's bytes into place after the completion; writes of whole blocks slide the bytes
+    /// to the buffer's start first. Either way no bounce buffer is involved, and every byte
+    /// still moves by DMA.
     private func submitShifted(isRead: Bool, _ buffer: consuming PoolBuffer, bufferOffset: Int, count: Int, at offset: Int64, tag: UInt64) throws(DirectIOError) {
         let name = isRead ? "read" : "write"
         let block = Int64(isRead ? alignment.readAlignment : alignment.writeAlignment)
         let first = offset / block * block
         let last = (offset + Int64(count) + block - 1) / block * block
         let span = Int(last - first)
-        guard isRead || (first == offset && last == offset + Int64(count)) else {
-            throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: count,
-                                detail: "a batched write must start and end on the offset alignment \(block) (it cannot read-modify-write before submission); write unaligned ranges with write(_:at:), which bounces")
-        }
-        guard span <= buffer.count else {
-            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: count,
-                                detail: "the block range \(first)..<\(last) (\(span) bytes) does not fit the \(buffer.count)-byte pool buffer, which it must to be realigned in place")
-        }
         let base = buffer.baseAddress
         let shift = Shift(callerOffset: bufferOffset, deviceOffset: isRead ? Int(offset - first) : 0, count: count, isRead: isRead)
         if !isRead {

@@ -74,6 +74,15 @@ struct Realignment: ~Copyable {
 
     deinit { vectors?.deallocate() }
 
+    /// The bounce pool for a request: the small one when the request's covering blocks fit
+    /// one of its buffers (one per request the engine or rings can hold), else the large one.
+    static func bouncePool(offset: Int64, length: Int, block: Int, small: BufferPool?, large: BufferPool) -> BufferPool {
+        let block = Int64(block)
+        let span = alignUp(offset + Int64(length), block) - alignDown(offset, block)
+        if let small, span <= Int64(small.bufferBytes) { return small }
+        return large
+    }
+
     /// Whether the plan needs a bounce buffer.
     static func needsBounce(_ plan: TransferPlan) -> Bool {
         plan.ios.contains { $0.bounceBytes > 0 }

@@ -1,0 +1,118 @@
+import Glibc
+import SystemPackage
+
+/// A batched request that breaks its file's alignment, carried out by the shared
+/// `Realignment` layer in several device requests under one engine slot and one tag: the
+/// engine submits the next step when the previous one completes, from `reap`, so the caller
+/// submits and reaps it like any other batched request.
+///
+/// It holds the request's block locks and bounce buffer until the last step has completed
+/// (then `finish` gives both back), and the caller's pool buffer stays in the slot as for
+/// every batched request. Engine thread only, like the slot that holds it.
+final class RealignedRequest {
+    private var realignment: Realignment
+    private var bounce: PoolBuffer?
+    private let bounceSlot: UInt16?
+    private let keys: [BlockLocks.Key]
+    let fd: Int32
+    let fileSlot: Int32
+    let readBlock: Int
+    let writeBlock: Int
+    /// The file offset the caller asked for, reported in the completion.
+    let offset: Int64
+    /// The file's counters: the request's direct and bounced bytes are added when it ends.
+    let counters: TransferCounters?
+    /// The second request of a pair, run after the first (one slot, one request at a time).
+    private var second: DeviceRequest?
+    private var firstOutcome: IOOutcome?
+    private var released = false
+
+    init(realignment: consuming Realignment, bounce: consuming PoolBuffer?, bounceSlot: UInt16?, keys: [BlockLocks.Key], fd: Int32, fileSlot: Int32, readBlock: Int, writeBlock: Int, offset: Int64, counters: TransferCounters?) {
+        self.realignment = realignment
+        self.bounce = bounce
+        self.bounceSlot = bounceSlot
+        self.keys = keys
+        self.fd = fd
+        self.fileSlot = fileSlot
+        self.readBlock = readBlock
+        self.writeBlock = writeBlock
+        self.offset = offset
+        self.counters = counters
+    }
+
+    /// The step after the outcome of the previous one (nil for the first): the operation to
+    /// submit next, or the request's final outcome.
+    func advance(after outcome: IOOutcome?, cancelled: Bool, engine: IOEngine) -> Result<IOOperation, Ended> {
+        do throws(DirectIOError) {
+            if let outcome {
+                if let pending = second {
+                    second = nil
+                    firstOutcome = outcome
+                    if cancelled { return .failure(end(.canceled)) }
+                    return .success(operation(pending, engine))
+                }
+                if let first = firstOutcome {
+                    firstOutcome = nil
+                    try realignment.complete(first, outcome)
+                } else {
+                    try realignment.complete(outcome)
+                }
+            }
+            switch try realignment.next() {
+            case .done(let moved):
+                let statistics = realignment.statistics(moved: moved)
+                release()
+                return .failure(Ended(outcome: IOOutcome(bytes: moved, errno: nil), statistics: statistics))
+            case .submit(let first, let pair):
+                if cancelled { return .failure(end(.canceled)) }
+                second = pair
+                return .success(operation(first, engine))
+            }
+        } catch {
+            return .failure(end(error.errno ?? .ioError))
+        }
+    }
+
+    /// The completion rule's block size for `operation` (a short transfer's remainder).
+    func blockBytes(of operation: IOOperation) -> Int {
+        operation.opcode.readsIntoMemory ? readBlock : writeBlock
+    }
+
+    /// How a realigned request ended: its outcome for the caller, and what to count.
+    struct Ended: Error {
+        var outcome: IOOutcome
+        var statistics = TransferStatistics()
+    }
+
+    private func end(_ errno: Errno) -> Ended {
+        release()
+        return Ended(outcome: IOOutcome(bytes: 0, errno: errno))
+    }
+
+    /// Gives back the block locks and the bounce buffer; the kernel is done with both (every
+    /// step has completed when the request ends).
+    func release() {
+        guard !released else { return }
+        released = true
+        BlockLocks.shared.unlock(keys)
+        _ = bounce.take()
+    }
+
+    private func operation(_ request: DeviceRequest, _ engine: IOEngine) -> IOOperation {
+        request.operation(fd: fd, fileSlot: fileSlot, bounceSlot: bounceSlot, engine: engine)
+    }
+}
+
+extension DeviceRequest {
+    /// The engine operation for this request: memory in the bounce buffer uses its fixed slot,
+    /// caller memory that lies in a registered pool buffer that one's.
+    func operation(fd: Int32, fileSlot: Int32, bounceSlot: UInt16?, engine: IOEngine) -> IOOperation {
+        if vectorCount > 0 {
+            return .vectored(isRead ? .readv : .writev, fd: fd, fileSlot: fileSlot, vectors: address.assumingMemoryBound(to: iovec.self), count: vectorCount, at: fileOffset)
+        }
+        let fixed = inBounceBuffer ? bounceSlot : engine.fixedIndex(containing: address, length: length)
+        return isRead
+            ? .read(fd: fd, fileSlot: fileSlot, into: address, count: length, at: fileOffset, fixedSlot: fixed)
+            : .write(fd: fd, fileSlot: fileSlot, from: address, count: length, at: fileOffset, fixedSlot: fixed)
+    }
+}
