@@ -182,7 +182,7 @@ import Testing
         #expect(aligned.blockAlign == 1 && aligned.name == "randwrite 4000 qd1 align 1")
         // The async APIs take unaligned jobs and misaligned memory too.
         #expect(throws: Never.self) { try Bench.parse(["--rw", "randwrite", "--bs", "4000", "--blockalign", "1", "--api", "async-executor", "--buffer-offset", "8", "--fdatasync", "4"]) }
-        for (arguments, reason) in [(["--rw", "randread", "--blockalign", "1"], "the batched API takes block-aligned requests only"),
+        for (arguments, reason) in [(["--rw", "write", "--fdatasync", "4"], "--fdatasync needs --api sync, posix or async"),
                                     (["--rw", "randread", "--api", "sync", "--iodepth", "300"], "at most 256"),
                                     (["--rw", "write", "--bsrange", "9-1", "--api", "sync", "--iodepth", "1"], "bsrange"),
                                     (["--rw", "write", "--bs-unaligned", "--api", "sync", "--iodepth", "1"], "--bs-unaligned needs --bsrange")] {

@@ -19,7 +19,7 @@ enum BenchRunner {
         // fio's ring flags: this loop stays on one thread.
         let engine = try IOEngine(workload.engine, queueDepth: workload.iodepth, ringFlags: .threadPerCore)
         notes += engine.notes
-        let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.blockBytes + workload.bufferOffset, hugePages: workload.hugePages)
+        let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.maxBlockBytes + workload.bufferOffset, hugePages: workload.hugePages)
         notes += pool.mapping.notes
         var registered = false
         if workload.buffers == .registered {
@@ -42,13 +42,22 @@ enum BenchRunner {
             state.deinitialize(count: 1)
             state.deallocate()
         }
+        let unaligned = workload.unaligned
         func submit(_ buffer: consuming PoolBuffer, at now: UInt64) throws(DirectIOError) {
             state.pointee.submittedAt[buffer.index] = now
-            let offset = state.pointee.nextOffset()
-            if state.pointee.nextIsWrite() {
-                try file.submitWrite(buffer, bufferOffset: workload.bufferOffset, count: workload.blockBytes, at: offset, tag: 1)
+            var count = workload.blockBytes
+            let offset: Int64
+            if unaligned {
+                // --blockalign / --bsrange: any offset and length (realigned in steps).
+                count = workload.nextSize(&state.pointee.random)
+                offset = workload.nextOffset(count: count, sizeBytes: sizeBytes, sequential: &state.pointee.nextSequential, &state.pointee.random)
             } else {
-                try file.submitRead(into: buffer, bufferOffset: workload.bufferOffset, count: workload.blockBytes, at: offset, tag: 0)
+                offset = state.pointee.nextOffset()
+            }
+            if state.pointee.nextIsWrite() {
+                try file.submitWrite(buffer, bufferOffset: workload.bufferOffset, count: count, at: offset, tag: 1)
+            } else {
+                try file.submitRead(into: buffer, bufferOffset: workload.bufferOffset, count: count, at: offset, tag: 0)
             }
         }
 

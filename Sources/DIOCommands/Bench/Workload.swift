@@ -136,8 +136,8 @@ public struct Workload: Sendable, Equatable {
         if sizeBytes < Int64(maxBlockBytes) { return "--size (\(sizeBytes)) must hold the largest I/O (\(maxBlockBytes))" }
         if fdatasyncEvery < 0 { return "--fdatasync must not be negative" }
         if unalignedSizes && sizeRange == nil { return "--bs-unaligned needs --bsrange" }
-        if (unaligned || fdatasyncEvery > 0) && api == .batched {
-            return "--blockalign, --bsrange and --fdatasync need --api sync, posix or async: the batched API takes block-aligned requests only (for now)"
+        if fdatasyncEvery > 0 && api == .batched {
+            return "--fdatasync needs --api sync, posix or async (the batched loop keeps every request in flight and never stops to sync)"
         }
         if (api == .sync || api == .posix) && iodepth > 256 { return "--api \(api.rawValue) runs a thread per --iodepth: at most 256" }
         if api == .posix && mode == .buffered { return "--api posix is the O_DIRECT floor: use --mode direct" }
