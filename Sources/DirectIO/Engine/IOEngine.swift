@@ -364,6 +364,7 @@ public final class IOEngine {
         let slot = table.pointee.slots + index
         slot.pointee.realigned = request
         slot.pointee.startOffset = request.offset
+        slot.pointee.originalOpcode = request.isRead ? .read : .write
         table.pointee.realignedInFlight += 1
     }
 

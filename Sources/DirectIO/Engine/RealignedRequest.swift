@@ -73,6 +73,10 @@ final class RealignedRequest {
         }
     }
 
+    /// Whether the caller asked for a read (the completion's opcode says what was asked, not
+    /// which step ran last).
+    var isRead: Bool { realignment.isRead }
+
     /// The completion rule's block size for `operation` (a short transfer's remainder).
     func blockBytes(of operation: IOOperation) -> Int {
         operation.opcode.readsIntoMemory ? readBlock : writeBlock

@@ -16,85 +16,85 @@ extension DirectFile {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
         }
-        let pool = sharedBouncePool ?? Realignment.bouncePool(offset: offset, length: total, block: isRead ? alignment.readAlignment : alignment.writeAlignment,
-                                                              small: engine.smallBouncePool, large: engine.bouncePool)
-        let plan = try TransferPlanner.plan(
-            segments: segments, fileOffset: offset, isWrite: !isRead,
-            limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
+        let (plan, pool) = try plan(isRead: isRead, segments, at: offset, length: total)
         let keys = Realignment.lockKeys(plan, identity: identity)
-        BlockLocks.shared.lock(keys)
+        // The buffer goes back only after the last I/O's completion (`run` returns, or throws,
+        // only then), and the locks after that.
+        var bounce = try acquire(keys, bounceFrom: Realignment.needsBounce(plan) ? pool : nil, name: name, offset: offset, length: total)
         defer { BlockLocks.shared.unlock(keys) }
-
-        // One bounce buffer serves every I/O of the transfer in turn. It is taken after the
-        // block locks (a caller waiting for locks holds no buffer, so waiters cannot deadlock)
-        // and before any I/O (so a caller that will not wait fails before writing anything).
-        guard Realignment.needsBounce(plan) else {
-            return try run(Realignment(plan: plan, isRead: isRead, bounce: nil, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: engine.kind == .ioUring), bounceSlot: nil)
-        }
-        var waited = false
-        guard let buffer = waitsForBounceBuffers ? pool.takeWaiting(waited: &waited) : pool.take() else {
-            throw DirectIOError(.wouldBlock, operation: name, path: path, offset: offset, length: total,
-                                detail: "all \(pool.count) bounce buffers are in use and this file was opened not to wait for one; nothing was transferred")
-        }
-        if waited { record(TransferStatistics(bounceWaits: 1)) }
-        // The buffer goes back only after the last I/O's completion: `run` returns only then
-        // (also when it throws), and `buffer` lives to the end of this scope.
-        let moved = try run(Realignment(plan: plan, isRead: isRead, bounce: buffer.baseAddress, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: engine.kind == .ioUring),
-                            bounceSlot: engine.fixedIndex(of: buffer.poolSlot))
-        _ = consume buffer
+        let base = bounce?.baseAddress
+        let moved = try run(Realignment(plan: plan, isRead: isRead, bounce: base, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: engine.kind == .ioUring),
+                            bounceSlot: engine.fixedIndex(of: bounce?.poolSlot))
+        _ = bounce.take()
         return moved
     }
 
     /// A batched request the realignment layer carries out in steps under one tag (an
     /// unaligned write: read the edge blocks, merge, write; or a read whose block range does
     /// not fit its buffer). Its block locks and bounce buffer are taken now and held until its
-    /// last step completes. Waiting for either never blocks on this engine's own realigned
-    /// requests: only this thread reaps them, so it makes them progress instead.
+    /// last step completes.
     func submitRealigned(isRead: Bool, _ buffer: consuming PoolBuffer, bufferOffset: Int, count: Int, at offset: Int64, tag: UInt64) throws(DirectIOError) {
         let name = isRead ? "read" : "write"
-        let pool = sharedBouncePool ?? Realignment.bouncePool(offset: offset, length: count, block: isRead ? alignment.readAlignment : alignment.writeAlignment,
-                                                              small: engine.smallBouncePool, large: engine.bouncePool)
-        let plan = try TransferPlanner.plan(
-            segments: [CallerSegment(address: UInt(bitPattern: buffer.baseAddress + bufferOffset), length: count)], fileOffset: offset, isWrite: !isRead,
-            limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
+        let (plan, pool) = try plan(isRead: isRead, [CallerSegment(address: UInt(bitPattern: buffer.baseAddress + bufferOffset), length: count)], at: offset, length: count)
         let keys = Realignment.lockKeys(plan, identity: identity)
-        while !BlockLocks.shared.tryLock(keys) {
-            guard engine.holdsRealignedRequests else {
-                BlockLocks.shared.lock(keys)  // held by other threads' requests, which they reap
-                break
-            }
-            do { try engine.progress() } catch {
-                throw error
-            }
-        }
-        var bounce: PoolBuffer? = nil
-        if Realignment.needsBounce(plan) {
-            bounce = pool.take()
-            while bounce == nil {
-                if engine.holdsRealignedRequests {
-                    do { try engine.progress() } catch {
-                        BlockLocks.shared.unlock(keys)
-                        throw error
-                    }
-                    bounce = pool.take()
-                } else if waitsForBounceBuffers {
-                    var waited = false
-                    bounce = pool.takeWaiting(waited: &waited)
-                    if waited { record(TransferStatistics(bounceWaits: 1)) }
-                } else {
-                    BlockLocks.shared.unlock(keys)
-                    throw DirectIOError(.wouldBlock, operation: name, path: path, offset: offset, length: count,
-                                        detail: "all \(pool.count) bounce buffers are in use and this file was opened not to wait for one; nothing was submitted")
-                }
-            }
-        }
+        var bounce = try acquire(keys, bounceFrom: Realignment.needsBounce(plan) ? pool : nil, name: name, offset: offset, length: count)
         let base = bounce?.baseAddress
         let bounceSlot = engine.fixedIndex(of: bounce?.poolSlot)
         let request = RealignedRequest(
             realignment: Realignment(plan: plan, isRead: isRead, bounce: base, offset: offset, total: count, rules: rules, descriptor: descriptor, name: name, usesRing: engine.kind == .ioUring),
-            bounce: bounce, bounceSlot: bounceSlot, keys: keys, fd: descriptor, fileSlot: fileSlot,
+            bounce: bounce.take(), bounceSlot: bounceSlot, keys: keys, fd: descriptor, fileSlot: fileSlot,
             readBlock: alignment.readAlignment, writeBlock: alignment.writeAlignment, offset: offset, counters: isDirect ? counters : nil)
         try engine.submit(request, buffer: buffer, tag: tag)
+    }
+
+    /// The plan for a realigned request and the bounce pool it draws from: the file's own
+    /// pool if it was opened with one, else the engine's small buffers when the request's
+    /// blocks fit one, its large ones otherwise.
+    private func plan(isRead: Bool, _ segments: [CallerSegment], at offset: Int64, length: Int) throws(DirectIOError) -> (TransferPlan, BufferPool) {
+        let pool = sharedBouncePool ?? Realignment.bouncePool(offset: offset, length: length, block: isRead ? alignment.readAlignment : alignment.writeAlignment,
+                                                              small: engine.smallBouncePool, large: engine.bouncePool)
+        let plan = try TransferPlanner.plan(segments: segments, fileOffset: offset, isWrite: !isRead,
+                                            limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
+        return (plan, pool)
+    }
+
+    /// Takes the block locks, then a bounce buffer from `pool` (if given): locks first, so a
+    /// caller waiting for locks holds no buffer and waiters cannot deadlock; both before any
+    /// I/O, so a caller that will not wait fails having transferred nothing. Waiting never
+    /// blocks on this engine's own batched requests, which hold locks and buffers until their
+    /// last step and which only this thread reaps: it makes them progress instead, and blocks
+    /// only on what other threads hold. On a throw nothing is held.
+    private func acquire(_ keys: [BlockLocks.Key], bounceFrom pool: BufferPool?, name: String, offset: Int64, length: Int) throws(DirectIOError) -> PoolBuffer? {
+        while !BlockLocks.shared.tryLock(keys) {
+            guard engine.holdsRealignedRequests else {
+                BlockLocks.shared.lock(keys)
+                break
+            }
+            try engine.progress()
+        }
+        guard let pool else { return nil }
+        var waited = false
+        defer { if waited { record(TransferStatistics(bounceWaits: 1)) } }
+        while true {
+            if let buffer = pool.take() { return buffer }
+            if !waitsForBounceBuffers {
+                BlockLocks.shared.unlock(keys)
+                throw DirectIOError(.wouldBlock, operation: name, path: path, offset: offset, length: length,
+                                    detail: "all \(pool.count) bounce buffers are in use and this file was opened not to wait for one; nothing was transferred")
+            }
+            if engine.holdsRealignedRequests {
+                waited = true
+                do { try engine.progress() } catch {
+                    BlockLocks.shared.unlock(keys)
+                    throw error
+                }
+            } else {
+                var blocked = false
+                let buffer = pool.takeWaiting(waited: &blocked)
+                waited = waited || blocked
+                return buffer
+            }
+        }
     }
 
     /// Submits the realignment's requests until it is done: a pair goes in one
