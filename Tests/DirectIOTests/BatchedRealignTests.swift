@@ -109,6 +109,53 @@ import DIOCommands
         #expect(engine.bouncePool.available == engine.bouncePool.count)
     }
 
+    /// A synchronous write that needs a block its own engine's batched write holds, and a
+    /// batched write that needs a bounce buffer its own engine's requests all hold: both make
+    /// those requests progress (only this thread reaps them) instead of waiting for themselves.
+    @Test(arguments: EngineTests.engines)
+    func callsNeverWaitForTheirOwnEnginesBatchedRequests(config: EngineConfig) throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        var model = TestSupport.pattern(count: 1 << 20, seed: 207)
+        try TestSupport.referenceWrite(path, model)
+        let engine = try config.make(queueDepth: 8)
+        let pool = try BufferPool(count: 8, bufferBytes: 8192)
+        // Two bounce buffers of the file's own for eight batched writes.
+        let bounce = try BufferPool(count: 2, bufferBytes: 65536)
+        let file = try DirectFile(path: path, options: OpenOptions(bouncePool: bounce), engine: engine)
+        guard var buffer = pool.take() else { Issue.record("pool empty"); return }
+        let batched = [UInt8](repeating: 0xB1, count: 300)
+        _ = buffer.copy(from: batched)
+        try file.submitWrite(buffer, count: 300, at: 100, tag: 1)
+        // Same block as the batched write: waits for it by reaping, then merges after it.
+        let direct = [UInt8](repeating: 0xD1, count: 50)
+        #expect(try file.write(direct, at: 350) == 50)
+        model.replaceSubrange(100..<400, with: batched)
+        model.replaceSubrange(350..<400, with: direct)
+        // More batched unaligned writes than bounce buffers, on separate blocks: each submit
+        // beyond them makes its predecessors progress.
+        for slot in 0..<7 {
+            guard var next = pool.take() else { break }
+            let bytes = [UInt8](repeating: UInt8(slot), count: 1000)
+            _ = next.copy(from: bytes)
+            let offset = 100_000 + slot * 10_000 + 3
+            try file.submitWrite(next, count: 1000, at: Int64(offset), tag: 2)
+            model.replaceSubrange(offset..<offset + 1000, with: bytes)
+        }
+        var written = 0
+        while engine.inFlight > 0 || written < 8 {
+            let handed = try engine.reap(minimum: 1) { completion in
+                #expect(completion.errno == nil)
+            }
+            written += handed
+            if handed == 0 && engine.inFlight == 0 { break }
+        }
+        #expect(written == 8)
+        #expect(bounce.available == 2 && pool.available == 8)
+        TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 1 << 20), model, "the file after all the writes")
+    }
+
     @Test func cancellingRealignedRequestsLosesNoBufferAndLeavesNoLock() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
