@@ -1,4 +1,4 @@
-import Glibc
+import Glibc  // iovec
 import SystemPackage
 
 /// A device request of a realigned transfer, before an engine or a ring turns it into a
@@ -221,7 +221,7 @@ struct Realignment: ~Copyable {
                           detail: "reading the block to merge with an unaligned write")
         }
         if outcome.bytes < block.length {
-            memset(bounce + block.bounceOffset + outcome.bytes, 0, block.length - outcome.bytes)
+            (bounce + block.bounceOffset + outcome.bytes).initializeMemory(as: UInt8.self, repeating: 0, count: block.length - outcome.bytes)
             if sizeBefore == nil { sizeBefore = try rules.size(of: descriptor, operation: name) }
         }
     }
