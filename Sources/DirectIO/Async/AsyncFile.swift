@@ -189,21 +189,8 @@ public final class AsyncFile: Sendable {
         let isRead = opcode == .readv
         let name = isRead ? "vectored read" : "vectored write"
         let total = vectors.reduce(0) { $0 + $1.iov_len }
-        guard vectors.count <= AlignmentCheck.maxVectors else {
-            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: "\(vectors.count) buffers exceed IOV_MAX (\(AlignmentCheck.maxVectors))")
-        }
-        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
-            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
-        }
-        if bouncesMisaligned && vectors.contains(where: { rules.alignment.violation(address: UInt(bitPattern: $0.iov_base), offset: offset, length: $0.iov_len, isRead: isRead) != nil }) {
+        if try rules.checkVectors(vectors, name: name, offset: offset, isRead: isRead, realign: bouncesMisaligned) {
             return try await transferRealigned(isRead: isRead, vectors.map { CallerSegment(address: UInt(bitPattern: $0.iov_base), length: $0.iov_len) }, at: offset, name: name, scope: scope)
-        }
-        for (position, vector) in vectors.enumerated() {
-            do { try rules.checkArguments(name: name, address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: isRead) } catch {
-                var error = error
-                error.detail = "buffer \(position): " + (error.detail ?? "")
-                throw error
-            }
         }
         guard total > 0 else { return 0 }
         // The engine rewrites the iovecs to resubmit a short transfer's remainder: it gets its

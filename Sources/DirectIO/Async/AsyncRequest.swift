@@ -59,12 +59,8 @@ final class AsyncRequest: @unchecked Sendable {
     /// and the file's fixed-file slot (-1: none).
     func operation(on engine: IOEngine, fileSlot: Int32) -> IOOperation {
         switch opcode {
-        case .read, .readFixed:
-            let fixed = engine.fixedIndex(of: poolSlot)
-            return IOOperation(opcode: fixed == nil ? .read : .readFixed, fd: fd, fileSlot: fileSlot, address: address, length: length, offset: offset, bufferIndex: fixed ?? 0)
-        case .write, .writeFixed:
-            let fixed = engine.fixedIndex(of: poolSlot)
-            return IOOperation(opcode: fixed == nil ? .write : .writeFixed, fd: fd, fileSlot: fileSlot, address: address, length: length, offset: offset, bufferIndex: fixed ?? 0)
+        case .read, .readFixed, .write, .writeFixed:
+            return .transfer(isRead: opcode == .read || opcode == .readFixed, fd: fd, fileSlot: fileSlot, address: address, count: Int(length), at: offset, fixedSlot: engine.fixedIndex(of: poolSlot))
         case .fsync:
             return .fsync(fd: fd, fileSlot: fileSlot, dataOnly: dataOnly)
         default:

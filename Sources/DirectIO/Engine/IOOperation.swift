@@ -28,12 +28,20 @@ package struct IOOperation {
     /// SEND_ZC: whether `bufferIndex` names a registered buffer.
     package var fixedBuffer = false
 
+    /// A read or write of `count` bytes at `address`: READ_FIXED/WRITE_FIXED when the memory
+    /// lies in registered buffer `fixedSlot`, else READ/WRITE. Every API's requests get their
+    /// opcode here.
+    static func transfer(isRead: Bool, fd: Int32, fileSlot: Int32 = -1, address: UInt, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
+        let opcode: Opcode = isRead ? (fixedSlot == nil ? .read : .readFixed) : (fixedSlot == nil ? .write : .writeFixed)
+        return IOOperation(opcode: opcode, fd: fd, fileSlot: fileSlot, address: address, length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
+    }
+
     static func read(fd: Int32, fileSlot: Int32 = -1, into address: UnsafeMutableRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
-        IOOperation(opcode: fixedSlot == nil ? .read : .readFixed, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
+        transfer(isRead: true, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), count: count, at: offset, fixedSlot: fixedSlot)
     }
 
     static func write(fd: Int32, fileSlot: Int32 = -1, from address: UnsafeRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
-        IOOperation(opcode: fixedSlot == nil ? .write : .writeFixed, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), length: UInt32(count), offset: offset, bufferIndex: fixedSlot ?? 0)
+        transfer(isRead: false, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), count: count, at: offset, fixedSlot: fixedSlot)
     }
 
     static func vectored(_ opcode: Opcode, fd: Int32, fileSlot: Int32 = -1, vectors: UnsafeMutablePointer<iovec>, count: Int, at offset: Int64) -> IOOperation {

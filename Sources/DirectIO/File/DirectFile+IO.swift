@@ -174,21 +174,9 @@ extension DirectFile {
         let name = opcode == .readv ? "vectored read" : "vectored write"
         let total = vectors.reduce(0) { $0 + $1.iov_len }
         guard !vectors.isEmpty else { return try checkEmpty(name, offset) }
-        guard vectors.count <= AlignmentCheck.maxVectors else {
-            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: "\(vectors.count) buffers exceed IOV_MAX (\(AlignmentCheck.maxVectors))")
-        }
-        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
-            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
-        }
-        if bouncesMisaligned && vectors.contains(where: { alignment.violation(address: UInt(bitPattern: $0.iov_base), offset: offset, length: $0.iov_len, isRead: opcode == .readv) != nil }) {
+        if try rules.checkVectors(vectors, name: name, offset: offset, isRead: opcode == .readv, realign: bouncesMisaligned) {
             let segments = vectors.map { CallerSegment(address: UInt(bitPattern: $0.iov_base), length: $0.iov_len) }
             return try transferBounced(isRead: opcode == .readv, segments, at: offset, name: name)
-        }
-        for (position, vector) in vectors.enumerated() {
-            if let violation = alignment.violation(address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: opcode == .readv) {
-                let problem = AlignmentCheck.describe(violation, limits: limits, isRead: opcode == .readv)
-                throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: total, detail: "buffer \(position): \(problem)")
-            }
         }
         // The engine rewrites the iovecs to resubmit a short transfer's remainder, so it gets
         // its own copy, alive (in this frame) until the request has completed.

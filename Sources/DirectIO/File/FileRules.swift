@@ -39,6 +39,26 @@ struct FileRules: Sendable {
         }
     }
 
+    /// Checks a vectored request: too many buffers, or a bad offset or total length, throw.
+    /// Returns true when a buffer breaks the alignment and `realign` allows realigning the
+    /// request; throws `.misaligned` naming that buffer otherwise.
+    func checkVectors(_ vectors: [iovec], name: String, offset: Int64, isRead: Bool, realign: Bool) throws(DirectIOError) -> Bool {
+        let total = vectors.reduce(0) { $0 + $1.iov_len }
+        guard vectors.count <= AlignmentCheck.maxVectors else {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: "\(vectors.count) buffers exceed IOV_MAX (\(AlignmentCheck.maxVectors))")
+        }
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
+        }
+        for (position, vector) in vectors.enumerated() {
+            guard let violation = alignment.violation(address: UInt(bitPattern: vector.iov_base), offset: offset, length: vector.iov_len, isRead: isRead) else { continue }
+            if realign { return true }
+            throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: total,
+                                detail: "buffer \(position): " + AlignmentCheck.describe(violation, limits: limits, isRead: isRead))
+        }
+        return false
+    }
+
     func checkFits(_ length: Int, in capacity: Int, operation: String, offset: Int64) throws(DirectIOError) {
         guard length >= 0 && length <= capacity else {
             throw DirectIOError(.invalidArgument, operation: operation, path: path, offset: offset, length: length, detail: "count \(length) does not fit the \(capacity)-byte buffer")
