@@ -32,7 +32,8 @@ final class AsyncRequest: @unchecked Sendable {
     /// the group resumes its task once all are done, and each request keeps its `outcome`.
     var group: RequestGroup?
     var outcome = IOOutcome(bytes: 0, errno: nil)
-    /// The engine tag while the request is in the kernel (worker only); 0 before.
+    /// The user data of the engine slot that holds the request while it is in the kernel, for
+    /// cancelling it (worker only); 0 before.
     var tag: UInt64 = 0
     /// The runtime had shut down: the request never reached the kernel.
     var refusedByShutdown = false

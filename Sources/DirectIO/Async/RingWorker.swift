@@ -73,11 +73,8 @@ final class RingWorker: @unchecked Sendable {
         var usesWakeRead = false
         /// Set when the engine could not reap everything at exit (a broken ring).
         var wakeReadOutstanding = false
-        /// Requests in the kernel, by tag: a request's tag is its index here plus one (0 means
-        /// "not started"). Indexes free for new requests are in `freeIndexes`.
-        var pending: [AsyncRequest?]
-        var freeIndexes: [Int]
-        var pendingCount = 0
+        /// Requests waiting for room in the ring, in arrival order (those in the ring are
+        /// recorded in the engine's slots alone, which resume their tasks).
         var backlog: [AsyncRequest] = []
         var backlogHead = 0
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
@@ -95,10 +92,7 @@ final class RingWorker: @unchecked Sendable {
         /// missing or full (requests then name the descriptor).
         var fileSlots: [Int32] = []
 
-        init(queueDepth: Int) {
-            pending = Array(repeating: nil, count: queueDepth)
-            freeIndexes = Array((0..<queueDepth).reversed())
-        }
+        init() {}
     }
 
     private init(queueDepth: Int, engineChoice: IOEngine.Choice, wrap: (@Sendable (any EngineBackend) -> any EngineBackend)?, eventFD: Int32) {
@@ -107,7 +101,7 @@ final class RingWorker: @unchecked Sendable {
         self.wrap = wrap
         self.eventFD = eventFD
         local = .allocate(capacity: 1)
-        local.initialize(to: ThreadState(queueDepth: queueDepth))
+        local.initialize(to: ThreadState())
         wakeBuffer.initialize(to: 0)
     }
 
@@ -291,9 +285,9 @@ final class RingWorker: @unchecked Sendable {
                         }
                         local.pointee.backlog.removeAll()
                         local.pointee.backlogHead = 0
-                        for case let request? in local.pointee.pending {
+                        engine.cancelWaiters { request in
                             request.cancelledByShutdown = true
-                            _ = try? engine.cancel(tag: request.tag)
+                            return true
                         }
                     }
                 }
@@ -309,7 +303,7 @@ final class RingWorker: @unchecked Sendable {
             }
             // Every message taken has been handled (jobs included): once stopping, leave as soon
             // as nothing is in the kernel or waiting for it. Later posts are handled in `exit`.
-            if local.pointee.stopping && local.pointee.pendingCount == 0 && local.pointee.backlogHead == local.pointee.backlog.count {
+            if local.pointee.stopping && engine.waitersInFlight == 0 && local.pointee.backlogHead == local.pointee.backlog.count {
                 break
             }
             // Sleep only when nothing was posted meanwhile: a post that saw `sleeping` wakes us.
@@ -318,7 +312,7 @@ final class RingWorker: @unchecked Sendable {
                 box.sleeping = true
                 return true
             }
-            if !local.pointee.usesWakeRead && block && local.pointee.pendingCount == 0 && !local.pointee.stopping {
+            if !local.pointee.usesWakeRead && block && engine.waitersInFlight == 0 && !local.pointee.stopping {
                 // The blocking engine has nothing in flight to wait for: wait for a post.
                 _ = inbox.wait { box -> Bool? in box.messages.isEmpty && box.sleeping ? nil : true }
                 continue
@@ -327,7 +321,10 @@ final class RingWorker: @unchecked Sendable {
                 // A few completions per round, like the batched API's submit-as-you-reap: the
                 // tasks they resume run (and submit their next request) before more are reaped,
                 // so the device's queue refills one request at a time instead of a batch later.
-                try engine.reap(minimum: block ? 1 : 0, maximum: Self.completionsPerRound) { completion in complete(completion) }
+                // Completions resume their tasks inside `service`; the wake read comes back here.
+                try engine.service(block: block, limit: Self.completionsPerRound) { completion in complete(completion) }
+                // Slots are free again: the next waiting requests may go.
+                submitBacklog()
                 local.pointee.backoff.reset()
             } catch {
                 // The ring policy (`EnterBackoff`): the kernel may still own the memory of every
@@ -364,31 +361,28 @@ final class RingWorker: @unchecked Sendable {
             request.finish(IOOutcome(bytes: 0, errno: .canceled))
             return
         }
-        if local.pointee.backlogHead < local.pointee.backlog.count || local.pointee.freeIndexes.isEmpty {
+        if local.pointee.backlogHead < local.pointee.backlog.count || !hasRoom {
             local.pointee.backlog.append(request)
             return
         }
         start(request)
     }
 
-    /// Sends `request` to the kernel; there is a free index (the callers check).
-    private func start(_ request: AsyncRequest) {
-        guard let engine = local.pointee.engine, let index = local.pointee.freeIndexes.popLast() else { return }
-        let tag = UInt64(index + 1)
-        request.tag = tag
-        local.pointee.pending[index] = request
-        local.pointee.pendingCount += 1
-        let operation = request.operation(on: engine, fileSlot: fileSlot(for: request.fd, engine))
-        do { try engine.submit(operation, tag: tag, buffer: nil, blockBytes: request.blockBytes) } catch {
-            release(index)
-            request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError))
-        }
+    /// Whether the ring has room for another request: `queueDepth` of them, the engine's last
+    /// slot being the wake read's.
+    private var hasRoom: Bool {
+        guard let engine = local.pointee.engine else { return false }
+        return engine.waitersInFlight < queueDepth && engine.hasFreeSlot
     }
 
-    private func release(_ index: Int) {
-        local.pointee.pending[index] = nil
-        local.pointee.pendingCount -= 1
-        local.pointee.freeIndexes.append(index)
+    /// Sends `request` to the kernel; there is room (the callers check). The engine's slot is
+    /// the request's one record from here to its completion.
+    private func start(_ request: AsyncRequest) {
+        guard let engine = local.pointee.engine else { return }
+        let operation = request.operation(on: engine, fileSlot: fileSlot(for: request.fd, engine))
+        do { request.tag = try engine.submit(operation, resuming: request, blockBytes: request.blockBytes) } catch {
+            request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError))
+        }
     }
 
     /// The fixed-file slot of descriptor `fd` in this ring, registering it on first use (-1:
@@ -418,13 +412,8 @@ final class RingWorker: @unchecked Sendable {
         local.pointee.fileSlots[index] = 0
     }
 
-    /// The request in the kernel under `tag`, if any.
-    private func index(of tag: UInt64) -> Int? {
-        tag >= 1 && tag <= UInt64(local.pointee.pending.count) ? Int(tag - 1) : nil
-    }
-
     private func submitBacklog() {
-        while local.pointee.backlogHead < local.pointee.backlog.count && !local.pointee.freeIndexes.isEmpty {
+        while local.pointee.backlogHead < local.pointee.backlog.count && hasRoom {
             let request = local.pointee.backlog[local.pointee.backlogHead]
             local.pointee.backlogHead += 1
             if request.isCancelled {
@@ -443,28 +432,20 @@ final class RingWorker: @unchecked Sendable {
     }
 
     private func cancel(_ request: AsyncRequest) {
-        // Still in the backlog: its flag is seen when its turn comes. Already finished: nothing.
-        guard let index = index(of: request.tag), local.pointee.pending[index] === request, let engine = local.pointee.engine else { return }
-        _ = try? engine.cancel(tag: request.tag)
+        // Still in the backlog: its flag is seen when its turn comes. Already finished: its
+        // slot's user data has moved on, and nothing happens.
+        guard request.tag != 0, let engine = local.pointee.engine else { return }
+        engine.cancel(userData: request.tag)
     }
 
     private func cancel(_ scope: IOScopeState) {
-        guard let engine = local.pointee.engine else { return }
-        for case let request? in local.pointee.pending where request.scope === scope {
-            _ = try? engine.cancel(tag: request.tag)
-        }
+        local.pointee.engine?.cancelWaiters { $0.scope === scope }
     }
 
     private func complete(_ completion: consuming IOCompletion) {
         if completion.tag == Self.wakeTag {
-            if let engine = local.pointee.engine, local.pointee.usesWakeRead, !(local.pointee.stopping && local.pointee.pendingCount == 0) { armWakeRead(engine) }
-            return
+            if let engine = local.pointee.engine, local.pointee.usesWakeRead, !(local.pointee.stopping && engine.waitersInFlight == 0) { armWakeRead(engine) }
         }
-        guard let index = index(of: completion.tag), let request = local.pointee.pending[index] else { return }
-        release(index)
-        request.finish(completion.outcome)
-        // A slot is free again: the next waiting request may go.
-        submitBacklog()
     }
 
     /// Leaves the loop: closes the inbox (later posts are refused), wakes the stop waiters.

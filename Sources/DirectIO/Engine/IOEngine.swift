@@ -368,6 +368,52 @@ public final class IOEngine {
         table.pointee.realignedInFlight += 1
     }
 
+    // MARK: Async requests (the runtime's rings)
+
+    /// Starts an async request: its slot is its one record (the worker keeps none), and its
+    /// task is resumed with the final outcome when that completion is handled; the slot is
+    /// free again at once. The caller checks `hasFreeSlot` first (a ring's thread must not
+    /// wait for a slot). Returns the request's user data, for `cancel(userData:)`.
+    func submit(_ operation: IOOperation, resuming waiter: AsyncRequest, blockBytes: Int) throws(DirectIOError) -> UInt64 {
+        let index = try start(operation, tag: 0, buffer: nil, blockBytes: blockBytes, batched: false)
+        let slot = table.pointee.slots + index
+        slot.pointee.waiter = waiter
+        table.pointee.waitersInFlight += 1
+        return slot.pointee.userData(index: index)
+    }
+
+    var hasFreeSlot: Bool { table.pointee.freeCount > 0 }
+    /// Async requests in the kernel.
+    var waitersInFlight: Int { table.pointee.waitersInFlight }
+
+    /// Asks the kernel to cancel the async request with `userData`, if it is still in flight
+    /// (it then completes with ECANCELED, or with its real result if it finished first).
+    func cancel(userData: UInt64) {
+        let index = Int(truncatingIfNeeded: userData & 0xffff_ffff)
+        guard index < capacity else { return }
+        let slot = table.pointee.slots + index
+        guard slot.pointee.state == .inFlight, slot.pointee.waiter != nil, slot.pointee.userData(index: index) == userData, !slot.pointee.cancelRequested else { return }
+        _ = try? requestCancel(index)
+    }
+
+    /// Asks the kernel to cancel every async request in flight that `matches`.
+    func cancelWaiters(where matches: (AsyncRequest) -> Bool) {
+        for index in 0..<capacity {
+            let slot = table.pointee.slots + index
+            guard slot.pointee.state == .inFlight, !slot.pointee.cancelRequested, let waiter = slot.pointee.waiter, matches(waiter) else { continue }
+            _ = try? requestCancel(index)
+        }
+    }
+
+    /// One round of a ring's thread: submits what is queued, waits for a completion when
+    /// `block` (and none is ready), and acts on at most `limit` of those that arrived: async
+    /// requests' tasks are resumed, realigned steps go on, and finished batched requests are
+    /// handed to `body`.
+    func service(block: Bool, limit: Int, _ body: (consuming IOCompletion) -> Void) throws(DirectIOError) {
+        try wait(minimum: block && table.pointee.finishedCount == 0 ? 1 : 0, limit: limit)
+        while let completion = takeFinished() { body(completion) }
+    }
+
     /// Whether batched requests of this engine hold block locks: a caller about to wait for a
     /// lock or a bounce buffer must then let them progress (`progress()`), since only this
     /// thread reaps them.
@@ -542,10 +588,11 @@ public final class IOEngine {
         table.pointee.pendingCancels += 1
     }
 
-    /// Submits, waits for `minimum` completions, and acts on everything that arrived.
-    private func wait(minimum: Int) throws(DirectIOError) {
+    /// Submits, waits for `minimum` completions, and acts on everything that arrived (at most
+    /// `limit`; the rest stay in the kernel's queue for the next call).
+    private func wait(minimum: Int, limit: Int = .max) throws(DirectIOError) {
         try backendSubmit(waitingFor: minimum)
-        let room = table.pointee.collectedCapacity - table.pointee.collectedCount
+        let room = min(limit, table.pointee.collectedCapacity - table.pointee.collectedCount)
         table.pointee.collectedCount += backend.reap(into: table.pointee.collected + table.pointee.collectedCount, limit: room)
         var next = 0
         while next < table.pointee.collectedCount {
@@ -667,6 +714,14 @@ public final class IOEngine {
             }
             slot.pointee.realigned = nil
             table.pointee.realignedInFlight -= 1
+        }
+        if let waiter = slot.pointee.waiter {
+            // An async request: free the slot, then resume its task (which runs later, never
+            // inside this call).
+            table.pointee.waitersInFlight -= 1
+            table.pointee.release(index)
+            waiter.finish(outcome)
+            return
         }
         slot.pointee.state = .finished
         slot.pointee.outcome = outcome

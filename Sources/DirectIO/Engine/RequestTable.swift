@@ -26,6 +26,8 @@ struct RequestTable: ~Copyable {
     var batchedInFlight = 0
     /// Of those, realigned ones (which hold block locks until they finish).
     var realignedInFlight = 0
+    /// Async requests in flight (their tasks are resumed at completion, not reaped).
+    var waitersInFlight = 0
     var statistics = EngineStatistics()
     /// The last io_uring_enter failure, until an enter succeeds again: new requests are
     /// refused meanwhile (`EnterBackoff`).
@@ -111,6 +113,9 @@ package struct Slot: ~Copyable {
     var counters: TransferCounters? = nil
     /// A batched request carried out in steps by the realignment layer.
     var realigned: RealignedRequest? = nil
+    /// An async request: its task is resumed with the outcome at completion and the slot
+    /// freed at once (no reap).
+    var waiter: AsyncRequest? = nil
 
     /// Slot index in the low 32 bits, generation above it (bit 63 stays clear for cancels).
     func userData(index: Int) -> UInt64 {
@@ -134,6 +139,7 @@ package struct Slot: ~Copyable {
         shift = nil
         counters = nil
         realigned = nil
+        waiter = nil
     }
 
     mutating func reset() {
@@ -142,6 +148,7 @@ package struct Slot: ~Copyable {
         shift = nil
         counters = nil
         realigned = nil
+        waiter = nil
     }
 }
 
