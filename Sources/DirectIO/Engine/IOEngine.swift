@@ -13,7 +13,7 @@ import SystemPackage
 /// it before any buffer is released.
 ///
 /// An engine is used by one thread at a time (it is not `Sendable`); with
-/// `RingSetupFlags.threadPerCore` it must stay on the thread that created it.
+/// `threadPerCore: true` it must stay on the thread that created it.
 public final class IOEngine {
     package let kind: EngineKind
     /// Ring setup flags the kernel accepted; nil for the blocking engine.
@@ -734,7 +734,7 @@ public final class IOEngine {
     private func checkThread() throws(DirectIOError) {
         // pthread_self reads thread-local storage: no system call on the submission path.
         if let ownerThread, pthread_equal(ownerThread, pthread_self()) == 0 {
-            throw DirectIOError(.invalidArgument, operation: "use engine", detail: "this engine's ring was created with SINGLE_ISSUER on another thread, and the kernel accepts requests only from that thread; create the engine with RingSetupFlags.anyThread to share it between threads")
+            throw DirectIOError(.invalidArgument, operation: "use engine", detail: "this engine's ring was created with SINGLE_ISSUER on another thread, and the kernel accepts requests only from that thread; create the engine without threadPerCore to share it between threads")
         }
     }
 }
