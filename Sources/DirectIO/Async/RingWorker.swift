@@ -87,10 +87,6 @@ final class RingWorker: @unchecked Sendable {
         /// copying an array out and emptying it would allocate new storage every round.
         var takenMessages: [Message] = []
         var runningJobs: [UnownedJob] = []
-        /// Each async file's fixed-file slot in this ring, by descriptor number (registered on
-        /// the file's first request here): 0 not yet asked, slot + 1, or -1 when the table is
-        /// missing or full (requests then name the descriptor).
-        var fileSlots: [Int32] = []
 
         init() {}
     }
@@ -271,7 +267,7 @@ final class RingWorker: @unchecked Sendable {
                     engine.register(pool)
                     done?()
                 case .forget(let release):
-                    forget(release.fd, engine)
+                    engine.forgetFile(release.fd)
                     release.done()
                 case .stop(let cancelInFlight, let done):
                     local.pointee.stopping = true
@@ -379,37 +375,10 @@ final class RingWorker: @unchecked Sendable {
     /// the request's one record from here to its completion.
     private func start(_ request: AsyncRequest) {
         guard let engine = local.pointee.engine else { return }
-        let operation = request.operation(on: engine, fileSlot: fileSlot(for: request.fd, engine))
+        let operation = request.operation(on: engine, fileSlot: engine.fileSlot(for: request.fd))
         do { request.tag = try engine.submit(operation, resuming: request, blockBytes: request.blockBytes) } catch {
             request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError))
         }
-    }
-
-    /// The fixed-file slot of descriptor `fd` in this ring, registering it on first use (-1:
-    /// name the descriptor). Safe because a descriptor leaves the table before it is closed
-    /// (`forget`), so a slot never outlives its file and a reused number starts afresh.
-    private func fileSlot(for fd: Int32, _ engine: IOEngine) -> Int32 {
-        let index = Int(fd)
-        guard index >= 0 else { return -1 }
-        if index < local.pointee.fileSlots.count {
-            let known = local.pointee.fileSlots[index]
-            if known != 0 { return known > 0 ? known - 1 : -1 }
-        } else {
-            local.pointee.fileSlots.append(contentsOf: repeatElement(0, count: index + 1 - local.pointee.fileSlots.count))
-        }
-        let slot = engine.registerFile(fd)
-        local.pointee.fileSlots[index] = slot.map { $0 + 1 } ?? -1
-        return slot ?? -1
-    }
-
-    /// Drops `fd` from the fixed-file table. Its file has no request left anywhere (the file
-    /// is being deinitialized), so no queued submission can name the slot.
-    private func forget(_ fd: Int32, _ engine: IOEngine) {
-        let index = Int(fd)
-        guard index >= 0, index < local.pointee.fileSlots.count else { return }
-        let known = local.pointee.fileSlots[index]
-        if known > 0 { engine.unregisterFile(slot: known - 1) }
-        local.pointee.fileSlots[index] = 0
     }
 
     private func submitBacklog() {

@@ -33,6 +33,9 @@ public final class IOEngine {
     private struct Registry {
         var bufferSlots: FixedSlotAllocator
         var fileSlots: FixedSlotAllocator
+        /// Each open descriptor's fixed-file slot, by descriptor number: 0 not yet asked,
+        /// slot + 1, or -1 when there was no table or no free slot.
+        var descriptorSlots: [Int32] = []
         var pools: [ObjectIdentifier: (pool: BufferPool, firstSlot: Int)] = [:]
         /// The pool looked up last: one comparison per request in the common one-pool case.
         var lastPool: (id: ObjectIdentifier, firstSlot: Int)? = nil
@@ -254,15 +257,47 @@ public final class IOEngine {
 
     // MARK: Fixed files
 
-    /// Puts `fd` in the ring's fixed-file table; returns its slot, or nil when there is no
-    /// table or no free slot (requests then name the descriptor, which is only slower).
-    func registerFile(_ fd: Int32) -> Int32? {
-        guard let slot = registry.pointee.fileSlots.allocate(1) else { return nil }
-        do { try backend.updateFixedFiles(first: slot, fds: [fd]) } catch {
-            registry.pointee.fileSlots.release(slot, 1)
-            return nil
+    /// The fixed-file slot of descriptor `fd`, put in the ring's table on first use: the one
+    /// table every file on this engine is named through (a `DirectFile` asks when it opens,
+    /// an `AsyncFile` when its first request reaches this ring). -1 when there is no table or
+    /// no free slot: requests then name the descriptor, which is only slower. Safe because a
+    /// descriptor leaves the table before it is closed (`forgetFile`), so a slot never
+    /// outlives its file and a reused number starts afresh.
+    func fileSlot(for fd: Int32) -> Int32 {
+        let index = Int(fd)
+        guard index >= 0 else { return -1 }
+        if index < registry.pointee.descriptorSlots.count {
+            let known = registry.pointee.descriptorSlots[index]
+            if known != 0 { return known > 0 ? known - 1 : -1 }
+        } else {
+            registry.pointee.descriptorSlots.append(contentsOf: repeatElement(0, count: index + 1 - registry.pointee.descriptorSlots.count))
         }
-        return Int32(slot)
+        var slot: Int32 = -1
+        if let free = registry.pointee.fileSlots.allocate(1) {
+            do {
+                try backend.updateFixedFiles(first: free, fds: [fd])
+                slot = Int32(free)
+            } catch {
+                registry.pointee.fileSlots.release(free, 1)
+            }
+        }
+        registry.pointee.descriptorSlots[index] = slot >= 0 ? slot + 1 : -1
+        return slot
+    }
+
+    /// Drops `fd` from the fixed-file table before its file closes it: queued requests are
+    /// handed to the kernel first (`submitBeforeClosing`); those in flight keep their own
+    /// reference to the file, so this is safe at any time.
+    func forgetFile(_ fd: Int32) {
+        submitBeforeClosing()
+        let index = Int(fd)
+        guard index >= 0, index < registry.pointee.descriptorSlots.count else { return }
+        let known = registry.pointee.descriptorSlots[index]
+        registry.pointee.descriptorSlots[index] = 0
+        guard known > 0 else { return }
+        // Fails only if the ring is gone, and then its table is gone with it.
+        _ = try? backend.updateFixedFiles(first: Int(known - 1), fds: [-1])
+        registry.pointee.fileSlots.release(Int(known - 1), 1)
     }
 
     /// Hands every queued request to the kernel. Called before a descriptor is closed or its
@@ -272,14 +307,6 @@ public final class IOEngine {
     func submitBeforeClosing() {
         // An enter that fails here fails again at the next submit, which reports it.
         _ = try? backendSubmit(waitingFor: 0)
-    }
-
-    /// Empties fixed-file slot `slot`. Requests in flight that name it keep their own
-    /// reference to the file, so this is safe at any time.
-    func unregisterFile(slot: Int32) {
-        // Fails only if the ring is gone, and then its table is gone with it.
-        _ = try? backend.updateFixedFiles(first: Int(slot), fds: [-1])
-        registry.pointee.fileSlots.release(Int(slot), 1)
     }
 
     // MARK: Synchronous requests

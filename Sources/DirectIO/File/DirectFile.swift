@@ -58,7 +58,7 @@ public struct DirectFile: ~Copyable {
         self.waitsForBounceBuffers = options.waitForBounceBuffers
         if opened.fallbackNote != nil { engine.recordBufferedFallback() }
         self.path = path
-        self.owner = DescriptorOwner(fd: opened.fd, fileSlot: engine.registerFile(opened.fd) ?? -1, engine: engine)
+        self.owner = DescriptorOwner(fd: opened.fd, fileSlot: engine.fileSlot(for: opened.fd), engine: engine)
         self.limits = opened.limits
         self.isDirect = opened.isDirect
         self.fallbackNote = opened.fallbackNote
@@ -130,8 +130,7 @@ struct DescriptorOwner: ~Copyable {
     /// Releases the slot and closes, reporting close's error. `discard self` is not available
     /// to a type holding a class reference, so the fields are cleared for `deinit` to skip.
     consuming func close() throws(Errno) {
-        engine.submitBeforeClosing()
-        if fileSlot >= 0 { engine.unregisterFile(slot: fileSlot) }
+        engine.forgetFile(fd)
         let descriptor = fd
         fd = -1
         fileSlot = -1
@@ -140,8 +139,7 @@ struct DescriptorOwner: ~Copyable {
 
     deinit {
         guard fd >= 0 else { return }
-        engine.submitBeforeClosing()
-        if fileSlot >= 0 { engine.unregisterFile(slot: fileSlot) }
+        engine.forgetFile(fd)
         // Synchronous requests have completed before their calls returned; a batched request
         // still in flight on this descriptor keeps the open file alive in the kernel and fails
         // or completes normally, so closing here never exposes memory.
