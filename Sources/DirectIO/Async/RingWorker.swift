@@ -118,19 +118,11 @@ final class RingWorker: @unchecked Sendable {
         let worker = RingWorker(queueDepth: queueDepth, engineChoice: engine, wrap: wrap, eventFD: fd)
         let executor = RingExecutor(worker)
         let ready = ConditionLock<ReadyState>(.starting)
-        let context = Unmanaged.passRetained(StartContext(executor: executor, ready: ready)).toOpaque()
-        var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { raw in
-            guard let raw else { return nil }
-            let context = Unmanaged<StartContext>.fromOpaque(raw).takeRetainedValue()
-            context.executor.worker.run(ready: context.ready, executor: context.executor)
-            return nil
-        }, context)
-        guard created == 0 else {
-            Unmanaged<StartContext>.fromOpaque(context).release()
-            throw .system(Errno(rawValue: created), operation: "start I/O runtime", call: "pthread_create")
+        do {
+            try Sys.startDetachedThread { executor.worker.run(ready: ready, executor: executor) }
+        } catch {
+            throw .system(error, operation: "start I/O runtime", call: "pthread_create")
         }
-        pthread_detach(thread)
         let outcome = ready.wait { state -> ReadyState? in state == .starting ? nil : state }
         if case .failed(let error) = outcome { throw error }
         return executor
@@ -145,15 +137,6 @@ final class RingWorker: @unchecked Sendable {
             case (.starting, .starting), (.running, .running), (.failed, .failed): true
             default: false
             }
-        }
-    }
-
-    private final class StartContext {
-        let executor: RingExecutor
-        let ready: ConditionLock<ReadyState>
-        init(executor: RingExecutor, ready: ConditionLock<ReadyState>) {
-            self.executor = executor
-            self.ready = ready
         }
     }
 
@@ -177,7 +160,7 @@ final class RingWorker: @unchecked Sendable {
     }
 
     /// Whether the calling thread is this worker's.
-    var isCurrent: Bool { pthread_self() == thread.load(ordering: .relaxed) }
+    var isCurrent: Bool { Sys.currentThread() == thread.load(ordering: .relaxed) }
 
     // MARK: Posting (any thread)
 
@@ -236,7 +219,7 @@ final class RingWorker: @unchecked Sendable {
     // MARK: The worker thread
 
     private func run(ready: ConditionLock<ReadyState>, executor: RingExecutor) {
-        thread.store(pthread_self(), ordering: .relaxed)
+        thread.store(Sys.currentThread(), ordering: .relaxed)
         let engine: IOEngine
         do {
             // One more slot than requests: the eventfd read that wakes the worker.

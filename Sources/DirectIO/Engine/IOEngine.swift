@@ -28,7 +28,7 @@ public final class IOEngine {
     private let table: UnsafeMutablePointer<RequestTable>
     /// Fixed-buffer and fixed-file registrations, behind a pointer for the same reason.
     private let registry: UnsafeMutablePointer<Registry>
-    private let ownerThread: pthread_t?
+    private let ownerThread: UInt?
 
     private struct Registry {
         var bufferSlots: FixedSlotAllocator
@@ -134,7 +134,7 @@ public final class IOEngine {
         self.ringFlags = ((backend ?? chosen) as? RingBackend)?.setupFlags
         self.notes = notes
         self.capacity = queueDepth
-        self.ownerThread = ringFlags.contains(.singleIssuer) && chosen.kind == .ioUring ? pthread_self() : nil
+        self.ownerThread = ringFlags.contains(.singleIssuer) && chosen.kind == .ioUring ? Sys.currentThread() : nil
         table = .allocate(capacity: 1)
         table.initialize(to: RequestTable(capacity: queueDepth, completionCapacity: chosen.completionCapacity))
         registry = .allocate(capacity: 1)
@@ -759,8 +759,8 @@ public final class IOEngine {
     }
 
     private func checkThread() throws(DirectIOError) {
-        // pthread_self reads thread-local storage: no system call on the submission path.
-        if let ownerThread, pthread_equal(ownerThread, pthread_self()) == 0 {
+        // Thread-local storage: no system call on the submission path.
+        if let ownerThread, ownerThread != Sys.currentThread() {
             throw DirectIOError(.invalidArgument, operation: "use engine", detail: "this engine's ring was created with SINGLE_ISSUER on another thread, and the kernel accepts requests only from that thread; create the engine without threadPerCore to share it between threads")
         }
     }
