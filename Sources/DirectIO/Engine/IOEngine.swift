@@ -378,10 +378,10 @@ public final class IOEngine {
     func submit(_ request: RealignedRequest, buffer: consuming PoolBuffer, tag: UInt64) throws(DirectIOError) {
         let first: IOOperation
         switch request.advance(after: nil, cancelled: false, engine: self) {
-        case .success(let operation): first = operation
-        case .failure(let ended):
+        case .submit(let operation): first = operation
+        case .ended(let outcome, _):
             // Nothing reached the kernel: say why at once.
-            throw DirectIOError.system(ended.outcome.errno ?? .ioError, operation: "submit realigned request", call: "plan", offset: request.offset)
+            throw DirectIOError.system(outcome.errno ?? .ioError, operation: "submit realigned request", call: "plan", offset: request.offset)
         }
         let index: Int
         do { index = try start(first, tag: tag, buffer: buffer, blockBytes: request.blockBytes(of: first), batched: true) } catch {
@@ -722,7 +722,7 @@ public final class IOEngine {
         if let realigned = slot.pointee.realigned {
             // One step of a realigned request ended: submit the next, or end the request.
             switch realigned.advance(after: outcome, cancelled: slot.pointee.cancelRequested, engine: self) {
-            case .success(let next):
+            case .submit(let next):
                 slot.pointee.operation = next
                 slot.pointee.blockBytes = realigned.blockBytes(of: next)
                 slot.pointee.done = 0
@@ -734,10 +734,10 @@ public final class IOEngine {
                     realigned.release()
                     outcome = IOOutcome(bytes: 0, errno: error.errno ?? .ioError)
                 }
-            case .failure(let ended):
-                outcome = ended.outcome
-                realigned.counters?.totals.add(ended.statistics)
-                table.pointee.statistics.add(ended.statistics)
+            case .ended(let final, let statistics):
+                outcome = final
+                realigned.counters?.totals.add(statistics)
+                table.pointee.statistics.add(statistics)
             }
             slot.pointee.realigned = nil
             table.pointee.realignedInFlight -= 1

@@ -7,7 +7,7 @@ import SystemPackage
 /// submits and reaps it like any other batched request.
 ///
 /// It holds the request's block locks and bounce buffer until the last step has completed
-/// (then `finish` gives both back), and the caller's pool buffer stays in the slot as for
+/// (then `release` gives both back), and the caller's pool buffer stays in the slot as for
 /// every batched request. Engine thread only, like the slot that holds it.
 final class RealignedRequest {
     private var realignment: Realignment
@@ -40,16 +40,24 @@ final class RealignedRequest {
         self.counters = counters
     }
 
-    /// The step after the outcome of the previous one (nil for the first): the operation to
-    /// submit next, or the request's final outcome.
-    func advance(after outcome: IOOutcome?, cancelled: Bool, engine: IOEngine) -> Result<IOOperation, Ended> {
+    /// What comes after a step.
+    enum Next {
+        /// Submit this under the same slot.
+        case submit(IOOperation)
+        /// The request is over (locks and bounce buffer given back): its outcome for the
+        /// caller, and what to count.
+        case ended(IOOutcome, TransferStatistics)
+    }
+
+    /// The step after the outcome of the previous one (nil for the first).
+    func advance(after outcome: IOOutcome?, cancelled: Bool, engine: IOEngine) -> Next {
         do throws(DirectIOError) {
             if let outcome {
                 if let pending = second {
                     second = nil
                     firstOutcome = outcome
-                    if cancelled { return .failure(end(.canceled)) }
-                    return .success(operation(pending, engine))
+                    if cancelled { return end(.canceled) }
+                    return .submit(operation(pending, engine))
                 }
                 if let first = firstOutcome {
                     firstOutcome = nil
@@ -62,14 +70,14 @@ final class RealignedRequest {
             case .done(let moved):
                 let statistics = realignment.statistics(moved: moved)
                 release()
-                return .failure(Ended(outcome: IOOutcome(bytes: moved, errno: nil), statistics: statistics))
+                return .ended(IOOutcome(bytes: moved, errno: nil), statistics)
             case .submit(let first, let pair):
-                if cancelled { return .failure(end(.canceled)) }
+                if cancelled { return end(.canceled) }
                 second = pair
-                return .success(operation(first, engine))
+                return .submit(operation(first, engine))
             }
         } catch {
-            return .failure(end(error.errno ?? .ioError))
+            return end(error.errno ?? .ioError)
         }
     }
 
@@ -82,15 +90,9 @@ final class RealignedRequest {
         operation.opcode.readsIntoMemory ? readBlock : writeBlock
     }
 
-    /// How a realigned request ended: its outcome for the caller, and what to count.
-    struct Ended: Error {
-        var outcome: IOOutcome
-        var statistics = TransferStatistics()
-    }
-
-    private func end(_ errno: Errno) -> Ended {
+    private func end(_ errno: Errno) -> Next {
         release()
-        return Ended(outcome: IOOutcome(bytes: 0, errno: errno))
+        return .ended(IOOutcome(bytes: 0, errno: errno), TransferStatistics())
     }
 
     /// Gives back the block locks and the bounce buffer; the kernel is done with both (every

@@ -151,7 +151,6 @@ extension DirectFile {
     /// to the buffer's start first. Either way no bounce buffer is involved, and every byte
     /// still moves by DMA.
     private func submitShifted(isRead: Bool, _ buffer: consuming PoolBuffer, bufferOffset: Int, count: Int, at offset: Int64, tag: UInt64) throws(DirectIOError) {
-        let name = isRead ? "read" : "write"
         let block = Int64(isRead ? alignment.readAlignment : alignment.writeAlignment)
         let first = offset / block * block
         let last = (offset + Int64(count) + block - 1) / block * block
