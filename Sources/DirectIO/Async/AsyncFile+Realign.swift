@@ -14,7 +14,7 @@ extension AsyncFile {
         defer { BlockLocks.shared.unlock(keys) }
         let usesRing = runtime.usesIOUring
         guard Realignment.needsBounce(plan) else {
-            return try await run(Realignment(plan: plan, isRead: isRead, bounce: nil, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: usesRing), bounceSlot: nil, scope: scope)
+            return try await run(Realignment(plan: plan, isRead: isRead, bounce: nil, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: usesRing), name: name, bounceSlot: nil, scope: scope)
         }
         // Taken after the block locks (a task waiting for locks holds no buffer, so waiters
         // cannot deadlock) and before any I/O (a caller that will not wait fails having
@@ -29,15 +29,15 @@ extension AsyncFile {
         // The buffer goes back only after the last request's final completion: `run` returns
         // (or throws) only then, and `buffer` lives to the end of this scope.
         let moved = try await run(Realignment(plan: plan, isRead: isRead, bounce: buffer.baseAddress, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: usesRing),
-                                  bounceSlot: buffer.poolSlot, scope: scope)
+                                  name: name, bounceSlot: buffer.poolSlot, scope: scope)
         _ = consume buffer
         if waited { counters.add(TransferStatistics(bounceWaits: 1)) }
         return moved
     }
 
     /// Submits the realignment's requests until it is done. A pair (head and tail blocks
-    /// too far apart to read as one) goes to the ring together and is awaited in turn.
-    nonisolated(nonsending) private func run(_ realignment: consuming Realignment, bounceSlot: PoolSlot?, scope: IOScope?) async throws -> Int {
+    /// too far apart to read as one) goes to the ring together and is awaited as one.
+    nonisolated(nonsending) private func run(_ realignment: consuming Realignment, name: String, bounceSlot: PoolSlot?, scope: IOScope?) async throws -> Int {
         let covering = covered(by: scope)
         while true {
             switch try realignment.next() {
@@ -47,11 +47,11 @@ extension AsyncFile {
             case .submit(let first, let second):
                 let one = request(first, bounceSlot: bounceSlot, scope: covering)
                 guard let second else {
-                    try realignment.complete(try await perform(one, name: realignment.isRead ? "read" : "write", offset: first.fileOffset))
+                    try realignment.complete(try await perform(one, name: name, offset: first.fileOffset))
                     continue
                 }
                 let two = request(second, bounceSlot: bounceSlot, scope: covering)
-                let (head, tail) = try await perform(one, two, name: realignment.isRead ? "read" : "write", offset: first.fileOffset)
+                let (head, tail) = try await perform(one, two, name: name, offset: first.fileOffset)
                 try realignment.complete(head, tail)
             }
         }
