@@ -34,6 +34,11 @@ final class FailingEnterBackend: WrappingBackend {
 /// keep waiting (pausing, never spinning) and get their real outcome once the ring recovers;
 /// new requests are refused meanwhile; a shutdown nobody waits for keeps the buffers.
 @Suite struct BrokenRingTests {
+    /// Engines that gave up on a broken ring keep its request table (and the buffers in it)
+    /// for good; dropping one would leave that memory unreachable, which LeakSanitizer rightly
+    /// reports. The test holds them until the process exits instead.
+    nonisolated(unsafe) static var keptEngines: [IOEngine] = []
+
     private func failingEngine() throws -> (IOEngine, FailingEnterBackend) {
         var failing: FailingEnterBackend? = nil
         let engine = try TestSupport.skippingIfMemlockRefuses {
@@ -103,5 +108,6 @@ final class FailingEnterBackend: WrappingBackend {
         // finish with it.
         #expect(engine.statistics.buffersKept == 1)
         #expect(pool.available == 1)
+        Self.keptEngines.append(engine)
     }
 }
