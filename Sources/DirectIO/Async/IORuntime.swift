@@ -18,16 +18,13 @@ public final class IORuntime: Sendable {
     /// The executors' workers, kept as an array for the lookup every request makes.
     let workers: [RingWorker]
     /// Bounce buffers for async requests that break a file's alignment, made with the runtime
-    /// and registered with every ring: a task waiting for one is waiting for a buffer that
-    /// exists, never for memory that may fail to appear (the seed's emergency pool). Requests
-    /// whose blocks fit `smallBounceBytes` take one of `smallBouncePool`'s, one per request
-    /// the rings can hold, so small unaligned I/O never waits for a buffer; larger ones share
-    /// `bouncePool`'s few large buffers.
+    /// (and registered with every ring where pinning is charged to no limit): a task waiting
+    /// for one waits for a buffer that exists, never for memory that may fail to appear (the
+    /// seed's emergency pool). Requests whose blocks fit 8 KiB take one of
+    /// `smallBouncePool`'s, one per request the rings can hold, so small unaligned I/O never
+    /// waits for a buffer; larger ones share `bouncePool`'s few large buffers.
     public let bouncePool: BufferPool
     public let smallBouncePool: BufferPool
-    /// The size of each small bounce buffer: the covering blocks of a 4,000-byte request at
-    /// any offset fit, on 512-byte and 4 KiB sectors.
-    public static let smallBounceBytes = 8 << 10
     private let nextHome = Atomic<Int>(0)
 
     private static let sharedRuntime = ConditionLock<IORuntime?>(nil)
@@ -76,7 +73,7 @@ public final class IORuntime: Sendable {
         let smallPool: BufferPool
         do {
             pool = try BufferPool.reserve(count: bounceBuffers, bufferBytes: bounceBufferBytes)
-            smallPool = try BufferPool.reserve(count: min(count * queueDepth, 4096), bufferBytes: Self.smallBounceBytes)
+            smallPool = try BufferPool.reserve(count: min(count * queueDepth, 4096), bufferBytes: Realignment.smallBounceBytes)
         } catch {
             for executor in executors { executor.worker.stopDetached() }
             throw error

@@ -49,7 +49,7 @@ public final class IOEngine {
     /// engine, so a caller waiting for a buffer waits for one that exists (the seed's
     /// emergency pool); registered where pinning is charged to no limit.
     let bouncePool: BufferPool
-    /// Small bounce buffers (`IORuntime.smallBounceBytes`), one per request slot, for
+    /// Small bounce buffers (`Realignment.smallBounceBytes`), one per request slot, for
     /// requests whose covering blocks fit one: batched unaligned requests in flight each hold
     /// one. Nil for engines that never bounce (the runtime's rings use the runtime's).
     let smallBouncePool: BufferPool?
@@ -109,7 +109,7 @@ public final class IOEngine {
             throw DirectIOError(.invalidArgument, operation: "create engine", detail: "at least one bounce buffer is needed (got \(bounceBuffers))")
         }
         bouncePool = try BufferPool.reserve(count: bounceBuffers, bufferBytes: Self.bounceBufferBytes)
-        smallBouncePool = smallBounceBuffers ? try BufferPool.reserve(count: queueDepth, bufferBytes: IORuntime.smallBounceBytes) : nil
+        smallBouncePool = smallBounceBuffers ? try BufferPool.reserve(count: queueDepth, bufferBytes: Realignment.smallBounceBytes) : nil
         var resolved = choice
         var notes: [String] = []
         if choice == .automatic, let forced = ProcessEnvironment.engineOverride {

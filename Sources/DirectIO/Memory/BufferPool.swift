@@ -128,17 +128,20 @@ public final class BufferPool: Sendable, CustomStringConvertible {
             waited = false
             return buffer
         }
-        waited = true
+        var suspended = false
         let index = await withUnsafeContinuation { (resume: UnsafeContinuation<Int, Never>) in
             // Looked at again under the lock: a buffer may have come back in between.
             let free = state.withLock { state -> Int? in
                 if let index = state.free.popLast() { return index }
+                // Set before the continuation is published: whoever resumes it comes after.
+                suspended = true
                 state.waits += 1
                 state.waitingTasks.append(resume)
                 return nil
             }
             if let free { resume.resume(returning: free) }
         }
+        waited = suspended
         return PoolBuffer(pool: self, index: index, address: address(of: index))
     }
 

@@ -74,6 +74,10 @@ struct Realignment: ~Copyable {
 
     deinit { vectors?.deallocate() }
 
+    /// The size of each small bounce buffer: the covering blocks of a 4,000-byte request at
+    /// any offset fit, on 512-byte and 4 KiB sectors.
+    static let smallBounceBytes = 8 << 10
+
     /// The bounce pool for a request: the small one when the request's covering blocks fit
     /// one of its buffers (one per request the engine or rings can hold), else the large one.
     static func bouncePool(offset: Int64, length: Int, block: Int, small: BufferPool?, large: BufferPool) -> BufferPool {
