@@ -254,10 +254,11 @@ public final class AsyncFile: Sendable {
                 }
             }
         }
-        for request in [first, second] where request.refusedByShutdown || (request.outcome.errno == .canceled && request.cancelledByShutdown) {
+        let outcomes = (first.settledOutcome, second.settledOutcome)
+        for (request, outcome) in [(first, outcomes.0), (second, outcomes.1)] where request.refusedByShutdown || (outcome.errno == .canceled && request.cancelledByShutdown) {
             throw DirectIOError(.cancelled, operation: name, path: path, offset: offset, detail: "the I/O runtime has shut down")
         }
-        if [first, second].contains(where: { $0.outcome.errno == .canceled && $0.isCancelled }) { throw CancellationError() }
-        return (first.outcome, second.outcome)
+        if [(first, outcomes.0), (second, outcomes.1)].contains(where: { $0.1.errno == .canceled && $0.0.isCancelled }) { throw CancellationError() }
+        return outcomes
     }
 }

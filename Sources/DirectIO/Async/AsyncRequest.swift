@@ -28,6 +28,10 @@ final class AsyncRequest: @unchecked Sendable {
     /// request's own handler sets `cancelled`.
     let scope: IOScopeState?
     private let cancelled = Atomic<Bool>(false)
+    /// Set (releasing) once a grouped request's `outcome` is written; its task reads the
+    /// outcome through `settledOutcome` (acquiring), so the hand-over is ordered by this
+    /// atomic and not only by the continuation's resumption.
+    private let settled = Atomic<Bool>(false)
 
     var continuation: UnsafeContinuation<IOOutcome, Never>?
     /// Set instead of `continuation` for requests submitted together (`RingWorker.submit(_:_:resuming:)`):
@@ -54,6 +58,12 @@ final class AsyncRequest: @unchecked Sendable {
         self.scope = scope
     }
 
+    /// A grouped request's outcome, for its task once the group has resumed it.
+    var settledOutcome: IOOutcome {
+        _ = settled.load(ordering: .acquiring)
+        return outcome
+    }
+
     var isCancelled: Bool { cancelled.load(ordering: .acquiring) || scope?.isCancelled == true }
 
     func markCancelled() { cancelled.store(true, ordering: .releasing) }
@@ -76,6 +86,7 @@ final class AsyncRequest: @unchecked Sendable {
         if let group {
             self.outcome = outcome
             self.group = nil
+            settled.store(true, ordering: .releasing)
             group.finishOne()
             return
         }

@@ -27,7 +27,20 @@ public final class BufferPool: Sendable, CustomStringConvertible {
         var waits = 0
         /// Tasks suspended until a buffer comes back, in arrival order: a returned buffer goes
         /// to the first of them directly.
-        var waitingTasks: [UnsafeContinuation<Int, Never>] = []
+        var waitingTasks: [Waiter] = []
+    }
+
+    /// A task waiting for a buffer. The buffer handed to it travels here, written and read
+    /// under the pool's lock, not through the continuation: a continuation may be resumed
+    /// before its task has finished suspending, and the lock is what orders the hand-over for
+    /// every reader (ThreadSanitizer included).
+    ///
+    /// Unchecked sendability: every field is written and read only with the pool's lock held,
+    /// except `resume`, which is set before the waiter is published under that lock.
+    private final class Waiter: @unchecked Sendable {
+        var index = -1
+        var suspended = false
+        var resume: UnsafeContinuation<Void, Never>?
     }
 
     /// Whether the engine's fixed-buffer table holds this pool's buffers.
@@ -128,19 +141,23 @@ public final class BufferPool: Sendable, CustomStringConvertible {
             waited = false
             return buffer
         }
-        var suspended = false
-        let index = await withUnsafeContinuation { (resume: UnsafeContinuation<Int, Never>) in
+        let waiter = Waiter()
+        await withUnsafeContinuation { (resume: UnsafeContinuation<Void, Never>) in
             // Looked at again under the lock: a buffer may have come back in between.
-            let free = state.withLock { state -> Int? in
-                if let index = state.free.popLast() { return index }
-                // Set before the continuation is published: whoever resumes it comes after.
-                suspended = true
+            let ready = state.withLock { state -> Bool in
+                if let index = state.free.popLast() {
+                    waiter.index = index
+                    return true
+                }
+                waiter.resume = resume
+                waiter.suspended = true
                 state.waits += 1
-                state.waitingTasks.append(resume)
-                return nil
+                state.waitingTasks.append(waiter)
+                return false
             }
-            if let free { resume.resume(returning: free) }
+            if ready { resume.resume() }
         }
+        let (index, suspended) = state.withLock { _ in (waiter.index, waiter.suspended) }
         waited = suspended
         return PoolBuffer(pool: self, index: index, address: address(of: index))
     }
@@ -169,15 +186,17 @@ public final class BufferPool: Sendable, CustomStringConvertible {
     }
 
     fileprivate func giveBack(_ index: Int) {
-        var task: UnsafeContinuation<Int, Never>? = nil
+        var task: UnsafeContinuation<Void, Never>? = nil
         state.updateAndBroadcast { state in
             if state.waitingTasks.isEmpty {
                 state.free.append(index)
             } else {
-                task = state.waitingTasks.removeFirst()
+                let waiter = state.waitingTasks.removeFirst()
+                waiter.index = index
+                task = waiter.resume
             }
         }
-        task?.resume(returning: index)
+        task?.resume()
     }
 
     public var description: String {
