@@ -26,6 +26,9 @@ import DirectIOTesting
         let plan = FaultPlan(seed: 191, shortTransferPercent: 30, shortGranularity: 512, againPercent: 10, interruptPercent: 10, delayPercent: 30)
         let runtime = try IORuntime.injectingFaults(plan, rings: 2, queueDepth: 16, engine: engine)
         try await BounceWorkload.run(path: directory + "/data", runtime: runtime, operations: 200, span: 300_000, seed: 192)
+        // The faults reached the requests: the rings retried and resubmitted.
+        let counted = await runtime.ringStatistics()
+        #expect(counted.reduce(0) { $0 + $1.retries } > 0 && counted.reduce(0) { $0 + $1.resubmissions } > 0, "\(counted)")
     }
 
     @Test func tmpfsTakesEveryRequestDirectly() async throws {
@@ -41,7 +44,7 @@ import DirectIOTesting
     /// Tasks write disjoint 1,000-byte ranges whose edges share blocks, all at once: the
     /// block locks (awaited, never blocking a ring thread) keep each read-modify-write from
     /// erasing a neighbour's bytes. One ring, so a task that blocked its thread would hang.
-    @Test(arguments: AsyncTests.engines)
+    @Test(.timeLimit(.minutes(1)), arguments: AsyncTests.engines)
     func tasksWritingAdjacentUnalignedRangesLoseNothing(engine: IOEngine.Choice) async throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

@@ -112,7 +112,8 @@ import DIOCommands
     /// A synchronous write that needs a block its own engine's batched write holds, and a
     /// batched write that needs a bounce buffer its own engine's requests all hold: both make
     /// those requests progress (only this thread reaps them) instead of waiting for themselves.
-    @Test(arguments: EngineTests.engines)
+    // A call waiting for itself would hang: the time limit turns that into a failure.
+    @Test(.timeLimit(.minutes(1)), arguments: EngineTests.engines)
     func callsNeverWaitForTheirOwnEnginesBatchedRequests(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
@@ -156,7 +157,7 @@ import DIOCommands
         TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 1 << 20), model, "the file after all the writes")
     }
 
-    @Test func cancellingRealignedRequestsLosesNoBufferAndLeavesNoLock() throws {
+    @Test(.timeLimit(.minutes(1))) func cancellingRealignedRequestsLosesNoBufferAndLeavesNoLock() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
         let path = directory + "/data"

@@ -106,6 +106,19 @@ public final class IORuntime: Sendable {
         executors[min(max(ring, 0), executors.count - 1)]
     }
 
+    /// Each ring's engine counters (retries, resubmissions, fixed-buffer requests...), read on
+    /// its own thread; a ring that has exited reports what it had.
+    package func ringStatistics() async -> [EngineStatistics] {
+        var all: [EngineStatistics] = []
+        for worker in workers {
+            let counted = await withCheckedContinuation { (done: CheckedContinuation<EngineStatistics, Never>) in
+                if !worker.post(.statistics({ done.resume(returning: $0) })) { done.resume(returning: EngineStatistics()) }
+            }
+            all.append(counted)
+        }
+        return all
+    }
+
     /// Registers `pool` as fixed buffers with every ring.
     public func register(_ pool: BufferPool) async {
         for worker in workers {

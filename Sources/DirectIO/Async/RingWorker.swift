@@ -35,6 +35,8 @@ final class RingWorker: @unchecked Sendable {
         case register(BufferPool, (@Sendable () -> Void)?)
         /// A file is gone: drop its descriptor from the fixed-file table, then tell `release`.
         case forget(DescriptorRelease)
+        /// Hand the engine's counters to the closure (read on the worker's thread, which owns them).
+        case statistics(@Sendable (EngineStatistics) -> Void)
         /// Finish (or cancel) what is in flight, then exit; resumes the continuation, if any, once done.
         case stop(cancelInFlight: Bool, CheckedContinuation<Void, Never>?)
     }
@@ -252,6 +254,8 @@ final class RingWorker: @unchecked Sendable {
                 case .forget(let release):
                     engine.forgetFile(release.fd)
                     release.done()
+                case .statistics(let report):
+                    report(engine.statistics)
                 case .stop(let cancelInFlight, let done):
                     local.pointee.stopping = true
                     if let done { local.pointee.stopWaiters.append(done) }
@@ -417,6 +421,7 @@ final class RingWorker: @unchecked Sendable {
             case .job(let job): executor.runElsewhere(job)
             case .register(_, let done): done?()
             case .forget(let release): release.done()
+            case .statistics(let report): report(engine.statistics)
             case .stop(_, let done): done?.resume()
             case .cancel, .cancelScope: break
             }
