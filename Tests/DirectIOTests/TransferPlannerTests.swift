@@ -11,7 +11,7 @@ import Testing
     // MARK: Property: every plan is correct, within limits, and bounces only what it must
 
     @Test func randomPlansCoverEveryByteOnceWithinEveryLimit() async {
-        let segment = zip(Gen.int(in: 0...4095), Gen.int(in: 1...12_000))
+        let segment = zip(Gen.int(in: 0...4095), Gen.int(in: 0...12_000))  // empty segments take no part
         await propertyCheck(
             count: 1000,
             input: Gen.element(of: [1, 8, 512, 4096]), Gen.element(of: [1, 512, 4096]), Gen.int(in: 1...16).array(of: 4),
@@ -36,7 +36,7 @@ import Testing
     /// Checks `plan` against the definition, failing the current test on any difference.
     static func check(_ segments: [CallerSegment], fileOffset: Int64, isWrite: Bool, limits: PlanLimits) {
         let plan: TransferPlan
-        do { plan = try TransferPlanner.plan(segments: segments, fileOffset: fileOffset, isWrite: isWrite, limits: limits) } catch {
+        do { plan = try TransferPlanner.plan(segments: CallerSegments(segments), fileOffset: fileOffset, isWrite: isWrite, limits: limits) } catch {
             Issue.record("planning failed: \(error)")
             return
         }
@@ -178,7 +178,7 @@ import Testing
 
     @Test func theFourKiBLoopDeviceSplitsAtItsQueueLimits() throws {
         let segments = [CallerSegment(address: Self.base, length: 4 << 20)]
-        let plan = try TransferPlanner.plan(segments: segments, fileOffset: 0, isWrite: true, limits: Self.loop4k)
+        let plan = try TransferPlanner.plan(segments: CallerSegments(segments), fileOffset: 0, isWrite: true, limits: Self.loop4k)
         #expect(plan.ios.allSatisfy { $0.length <= 1280 << 10 && $0.pieces.count <= 128 && $0.pieces.allSatisfy { $0.length <= 65536 } })
         #expect(plan.ios.reduce(0) { $0 + $1.length } == 4 << 20)
         #expect(plan.bytesBounced == 0)
@@ -186,9 +186,9 @@ import Testing
     }
 
     @Test func vectoredSegmentsThatContinueInMemoryMergeIntoOnePiece() throws {
-        let segments = [CallerSegment(address: Self.base, length: 4096), CallerSegment(address: Self.base + 4096, length: 8192)]
+        let segments: CallerSegments = [CallerSegment(address: Self.base, length: 4096), CallerSegment(address: Self.base + 4096, length: 8192)]
         let plan = try TransferPlanner.plan(segments: segments, fileOffset: 0, isWrite: false, limits: Self.virtio)
-        #expect(plan.ios.map(\.pieces) == [[DevicePiece(memory: .caller(address: Self.base), length: 12288)]])
+        #expect(plan.ios.map { Array($0.pieces) } == [[DevicePiece(memory: .caller(address: Self.base), length: 12288)]])
     }
 
     @Test func badLimitsAreRefused() {

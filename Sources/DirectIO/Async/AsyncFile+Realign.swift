@@ -2,7 +2,7 @@
 /// `Realignment` layer (`DirectFile` has the synchronous one). Block locks and bounce buffers
 /// are awaited, never waited for on the thread, which may be a ring's own.
 extension AsyncFile {
-    nonisolated(nonsending) func transferRealigned(isRead: Bool, _ segments: [CallerSegment], at offset: Int64, name: String, scope: IOScope?) async throws -> Int {
+    nonisolated(nonsending) func transferRealigned(isRead: Bool, _ segments: CallerSegments, at offset: Int64, name: String, scope: IOScope?) async throws -> Int {
         let total = segments.reduce(0) { $0 + $1.length }
         let pool = Realignment.bouncePool(offset: offset, length: total, block: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment,
                                           small: smallBouncePool, large: bouncePool)

@@ -375,7 +375,14 @@ public final class IOEngine {
     /// Starts a batched request the realignment layer carries out in steps (`RealignedRequest`):
     /// its first device request now, each next one when the previous completes, and one
     /// completion for the caller, with `buffer`, at the end.
-    func submit(_ request: RealignedRequest, buffer: consuming PoolBuffer, tag: UInt64) throws(DirectIOError) {
+    func submitRealigned(_ parts: consuming RealignedRequest.Parts, buffer: consuming PoolBuffer, tag: UInt64) throws(DirectIOError) {
+        let request: RealignedRequest
+        if let spare = table.pointee.popSpareRealigned() {
+            spare.reuse(for: parts)
+            request = spare
+        } else {
+            request = RealignedRequest(parts)
+        }
         let first: IOOperation
         switch request.advance(after: nil, cancelled: false, engine: self) {
         case .submit(let operation): first = operation
@@ -741,6 +748,7 @@ public final class IOEngine {
             }
             slot.pointee.realigned = nil
             table.pointee.realignedInFlight -= 1
+            table.pointee.keepSpare(realigned)
         }
         if let waiter = slot.pointee.waiter {
             // An async request: free the slot, then resume its task (which runs later, never

@@ -8,37 +8,46 @@ import SystemPackage
 ///
 /// It holds the request's block locks and bounce buffer until the last step has completed
 /// (then `release` gives both back), and the caller's pool buffer stays in the slot as for
-/// every batched request. Engine thread only, like the slot that holds it.
+/// every batched request. Engine thread only, like the slot that holds it. The engine keeps
+/// finished ones and gives them the next request's `Parts`, so a realigned request allocates
+/// nothing once its engine has warmed up.
 final class RealignedRequest {
-    private var realignment: Realignment
-    private var bounce: PoolBuffer?
-    private let bounceSlot: UInt16?
-    private let keys: [BlockLocks.Key]
-    let fd: Int32
-    let fileSlot: Int32
-    let readBlock: Int
-    let writeBlock: Int
-    /// The file offset the caller asked for, reported in the completion.
-    let offset: Int64
-    /// The file's counters: the request's direct and bounced bytes are added when it ends.
-    let counters: TransferCounters?
+    /// What one request is made of.
+    struct Parts: ~Copyable {
+        var realignment: Realignment
+        var bounce: PoolBuffer?
+        var bounceSlot: UInt16?
+        var keys: BlockLocks.Keys
+        var fd: Int32
+        var fileSlot: Int32
+        var readBlock: Int
+        var writeBlock: Int
+        /// The file offset the caller asked for, reported in the completion.
+        var offset: Int64
+        /// The file's counters: the request's direct and bounced bytes are added when it ends.
+        var counters: TransferCounters?
+    }
+
+    private var parts: Parts
     /// The second request of a pair, run after the first (one slot, one request at a time).
     private var second: DeviceRequest?
     private var firstOutcome: IOOutcome?
     private var released = false
 
-    init(realignment: consuming Realignment, bounce: consuming PoolBuffer?, bounceSlot: UInt16?, keys: [BlockLocks.Key], fd: Int32, fileSlot: Int32, readBlock: Int, writeBlock: Int, offset: Int64, counters: TransferCounters?) {
-        self.realignment = realignment
-        self.bounce = bounce
-        self.bounceSlot = bounceSlot
-        self.keys = keys
-        self.fd = fd
-        self.fileSlot = fileSlot
-        self.readBlock = readBlock
-        self.writeBlock = writeBlock
-        self.offset = offset
-        self.counters = counters
+    init(_ parts: consuming Parts) {
+        self.parts = parts
     }
+
+    /// Makes this finished request carry out another.
+    func reuse(for parts: consuming Parts) {
+        self.parts = parts
+        second = nil
+        firstOutcome = nil
+        released = false
+    }
+
+    var offset: Int64 { parts.offset }
+    var counters: TransferCounters? { parts.counters }
 
     /// What comes after a step.
     enum Next {
@@ -61,14 +70,14 @@ final class RealignedRequest {
                 }
                 if let first = firstOutcome {
                     firstOutcome = nil
-                    try realignment.complete(first, outcome)
+                    try parts.realignment.complete(first, outcome)
                 } else {
-                    try realignment.complete(outcome)
+                    try parts.realignment.complete(outcome)
                 }
             }
-            switch try realignment.next() {
+            switch try parts.realignment.next() {
             case .done(let moved):
-                let statistics = realignment.statistics(moved: moved)
+                let statistics = parts.realignment.statistics(moved: moved)
                 release()
                 return .ended(IOOutcome(bytes: moved, errno: nil), statistics)
             case .submit(let first, let pair):
@@ -83,11 +92,11 @@ final class RealignedRequest {
 
     /// Whether the caller asked for a read (the completion's opcode says what was asked, not
     /// which step ran last).
-    var isRead: Bool { realignment.isRead }
+    var isRead: Bool { parts.realignment.isRead }
 
     /// The completion rule's block size for `operation` (a short transfer's remainder).
     func blockBytes(of operation: IOOperation) -> Int {
-        operation.opcode.readsIntoMemory ? readBlock : writeBlock
+        operation.opcode.readsIntoMemory ? parts.readBlock : parts.writeBlock
     }
 
     private func end(_ errno: Errno) -> Next {
@@ -100,12 +109,12 @@ final class RealignedRequest {
     func release() {
         guard !released else { return }
         released = true
-        BlockLocks.shared.unlock(keys)
-        _ = bounce.take()
+        BlockLocks.shared.unlock(parts.keys)
+        _ = parts.bounce.take()
     }
 
     private func operation(_ request: DeviceRequest, _ engine: IOEngine) -> IOOperation {
-        request.operation(fd: fd, fileSlot: fileSlot, bounceSlot: bounceSlot, engine: engine)
+        request.operation(fd: parts.fd, fileSlot: parts.fileSlot, bounceSlot: parts.bounceSlot, engine: engine)
     }
 }
 

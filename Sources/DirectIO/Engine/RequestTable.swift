@@ -29,6 +29,8 @@ struct RequestTable: ~Copyable {
     /// Async requests in flight (their tasks are resumed at completion, not reaped).
     var waitersInFlight = 0
     var statistics = EngineStatistics()
+    /// Finished realigned requests, for the next ones to reuse (at most one per slot).
+    private(set) var spareRealigned: [RealignedRequest] = []
     /// The last io_uring_enter failure, until an enter succeeds again: new requests are
     /// refused meanwhile (`EnterBackoff`).
     var enterFailure: DirectIOError? = nil
@@ -68,6 +70,14 @@ struct RequestTable: ~Copyable {
         (slots + index).pointee.reset()  // not slots[index]: see IOEngine.start on TSan
         free[freeCount] = Int32(index)
         freeCount += 1
+    }
+
+    mutating func popSpareRealigned() -> RealignedRequest? {
+        spareRealigned.popLast()
+    }
+
+    mutating func keepSpare(_ request: RealignedRequest) {
+        if spareRealigned.count < capacity { spareRealigned.append(request) }
     }
 
     mutating func pushFinished(_ index: Int) {

@@ -14,12 +14,15 @@ final class BlockLocks: Sendable {
         var block: Int64
     }
 
+    /// The blocks one write locks: its partly covered head and tail.
+    typealias Keys = InlineList<2, Key>
+
     private struct State: Sendable {
         var held: Set<Key> = []
         /// Suspended tasks, in arrival order, with the blocks each waits for.
-        var waiting: [(keys: [Key], resume: UnsafeContinuation<Void, Never>)] = []
+        var waiting: [(keys: Keys, resume: UnsafeContinuation<Void, Never>)] = []
 
-        mutating func tryLock(_ keys: [Key]) -> Bool {
+        mutating func tryLock(_ keys: Keys) -> Bool {
             guard keys.allSatisfy({ !held.contains($0) }) else { return false }
             held.formUnion(keys)
             return true
@@ -30,17 +33,17 @@ final class BlockLocks: Sendable {
     private let state = ConditionLock(State())
 
     /// Locks `keys` if none is held; never waits.
-    func tryLock(_ keys: [Key]) -> Bool {
+    func tryLock(_ keys: Keys) -> Bool {
         keys.isEmpty || state.withLock { $0.tryLock(keys) }
     }
 
-    func lock(_ keys: [Key]) {
+    func lock(_ keys: Keys) {
         guard !keys.isEmpty else { return }
         _ = state.wait { state -> Bool? in state.tryLock(keys) ? true : nil }
     }
 
     /// Locks `keys` from a task: suspends while another write holds any of them.
-    func lock(_ keys: [Key]) async {
+    func lock(_ keys: Keys) async {
         guard !keys.isEmpty, !state.withLock({ $0.tryLock(keys) }) else { return }
         await withUnsafeContinuation { (resume: UnsafeContinuation<Void, Never>) in
             // Checked again under the lock: an unlock may have come in between.
@@ -53,7 +56,7 @@ final class BlockLocks: Sendable {
         }
     }
 
-    func unlock(_ keys: [Key]) {
+    func unlock(_ keys: Keys) {
         guard !keys.isEmpty else { return }
         var granted: [UnsafeContinuation<Void, Never>] = []
         state.updateAndBroadcast { state in

@@ -11,7 +11,7 @@ extension DirectFile {
         var inode: UInt64
     }
 
-    func transferBounced(isRead: Bool, _ segments: [CallerSegment], at offset: Int64, name: String) throws(DirectIOError) -> Int {
+    func transferBounced(isRead: Bool, _ segments: CallerSegments, at offset: Int64, name: String) throws(DirectIOError) -> Int {
         let total = segments.reduce(0) { $0 + $1.length }
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
@@ -35,22 +35,22 @@ extension DirectFile {
     /// last step completes.
     func submitRealigned(isRead: Bool, _ buffer: consuming PoolBuffer, bufferOffset: Int, count: Int, at offset: Int64, tag: UInt64) throws(DirectIOError) {
         let name = isRead ? "read" : "write"
-        let (plan, pool) = try plan(isRead: isRead, [CallerSegment(address: UInt(bitPattern: buffer.baseAddress + bufferOffset), length: count)], at: offset, length: count)
+        let (plan, pool) = try plan(isRead: isRead, CallerSegments(single: CallerSegment(address: UInt(bitPattern: buffer.baseAddress + bufferOffset), length: count)), at: offset, length: count)
         let keys = Realignment.lockKeys(plan, identity: identity)
         var bounce = try acquire(keys, bounceFrom: Realignment.needsBounce(plan) ? pool : nil, name: name, offset: offset, length: count)
         let base = bounce?.baseAddress
         let bounceSlot = engine.fixedIndex(of: bounce?.poolSlot)
-        let request = RealignedRequest(
+        let parts = RealignedRequest.Parts(
             realignment: Realignment(plan: plan, isRead: isRead, bounce: base, offset: offset, total: count, rules: rules, descriptor: descriptor, name: name, usesRing: engine.kind == .ioUring),
             bounce: bounce.take(), bounceSlot: bounceSlot, keys: keys, fd: descriptor, fileSlot: fileSlot,
             readBlock: alignment.readAlignment, writeBlock: alignment.writeAlignment, offset: offset, counters: isDirect ? counters : nil)
-        try engine.submit(request, buffer: buffer, tag: tag)
+        try engine.submitRealigned(parts, buffer: buffer, tag: tag)
     }
 
     /// The plan for a realigned request and the bounce pool it draws from: the file's own
     /// pool if it was opened with one, else the engine's small buffers when the request's
     /// blocks fit one, its large ones otherwise.
-    private func plan(isRead: Bool, _ segments: [CallerSegment], at offset: Int64, length: Int) throws(DirectIOError) -> (TransferPlan, BufferPool) {
+    private func plan(isRead: Bool, _ segments: CallerSegments, at offset: Int64, length: Int) throws(DirectIOError) -> (TransferPlan, BufferPool) {
         let pool = sharedBouncePool ?? Realignment.bouncePool(offset: offset, length: length, block: isRead ? alignment.readAlignment : alignment.writeAlignment,
                                                               small: engine.smallBouncePool, large: engine.bouncePool)
         let plan = try TransferPlanner.plan(segments: segments, fileOffset: offset, isWrite: !isRead,
@@ -64,7 +64,7 @@ extension DirectFile {
     /// blocks on this engine's own batched requests, which hold locks and buffers until their
     /// last step and which only this thread reaps: it makes them progress instead, and blocks
     /// only on what other threads hold. On a throw nothing is held.
-    private func acquire(_ keys: [BlockLocks.Key], bounceFrom pool: BufferPool?, name: String, offset: Int64, length: Int) throws(DirectIOError) -> PoolBuffer? {
+    private func acquire(_ keys: BlockLocks.Keys, bounceFrom pool: BufferPool?, name: String, offset: Int64, length: Int) throws(DirectIOError) -> PoolBuffer? {
         while !BlockLocks.shared.tryLock(keys) {
             guard engine.holdsRealignedRequests else {
                 BlockLocks.shared.lock(keys)

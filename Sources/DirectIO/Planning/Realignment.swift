@@ -93,8 +93,12 @@ struct Realignment: ~Copyable {
     }
 
     /// The blocks a write must lock: those it reads, merges and writes back.
-    static func lockKeys(_ plan: TransferPlan, identity: DirectFile.Identity) -> [BlockLocks.Key] {
-        plan.ios.flatMap { io in io.readBeforeWrite.map { BlockLocks.Key(device: identity.device, inode: identity.inode, block: $0.fileOffset) } }
+    static func lockKeys(_ plan: TransferPlan, identity: DirectFile.Identity) -> BlockLocks.Keys {
+        var keys = BlockLocks.Keys()
+        for io in plan.ios {
+            for block in io.readBeforeWrite { keys.append(BlockLocks.Key(device: identity.device, inode: identity.inode, block: block.fileOffset)) }
+        }
+        return keys
     }
 
     /// What the transfer moved, for the statistics: at end of file only part of the plan ran,

@@ -9,6 +9,9 @@ package struct CallerSegment: Sendable, Equatable {
     }
 }
 
+/// A transfer's caller memory, in file order (most transfers have one or two segments).
+package typealias CallerSegments = InlineList<2, CallerSegment>
+
 /// One piece of a device I/O: memory the device reads or writes directly.
 package struct DevicePiece: Sendable, Equatable {
     package enum Memory: Sendable, Equatable {
@@ -25,10 +28,11 @@ package struct DevicePiece: Sendable, Equatable {
 /// One request to the device: a contiguous, aligned file range and the memory for it.
 package struct DeviceIO: Sendable, Equatable {
     package var fileOffset: Int64
-    package var pieces: [DevicePiece]
+    /// At most three for the common shape: a bounced head, the caller's aligned middle, a bounced tail.
+    package var pieces: InlineList<3, DevicePiece>
     /// Writes only: blocks the caller covers only partly, to be read from the file into the
     /// bounce buffer before the caller's bytes are copied over them (read-modify-write).
-    package var readBeforeWrite: [BounceBlock]
+    package var readBeforeWrite: InlineList<2, BounceBlock>
 
     package var length: Int { pieces.reduce(0) { $0 + $1.length } }
     /// Bytes of bounce buffer this I/O uses.
@@ -62,8 +66,8 @@ package struct BounceCopy: Sendable, Equatable {
 /// How to move a caller's bytes to or from the device within the device's limits: the device
 /// I/Os, and the bytes that go through bounce buffers because alignment leaves no other way.
 package struct TransferPlan: Sendable, Equatable {
-    package var ios: [DeviceIO]
-    package var copies: [BounceCopy]
+    package var ios: InlineList<1, DeviceIO>
+    package var copies: InlineList<2, BounceCopy>
     /// Caller bytes moved by DMA straight to or from the caller's memory.
     package var bytesDirect: Int
     /// Caller bytes copied through bounce buffers.

@@ -23,11 +23,11 @@ package enum TransferPlanner {
         var kind: RunKind
     }
 
-    package static func plan(segments input: [CallerSegment], fileOffset: Int64, isWrite: Bool, limits: PlanLimits) throws(DirectIOError) -> TransferPlan {
+    /// Segments of length zero are allowed and take no part.
+    package static func plan(segments: CallerSegments, fileOffset: Int64, isWrite: Bool, limits: PlanLimits) throws(DirectIOError) -> TransferPlan {
         if let problem = limits.problem {
             throw DirectIOError(.invalidArgument, operation: "plan transfer", offset: fileOffset, detail: problem)
         }
-        let segments = input.filter { $0.length > 0 }
         let total = segments.reduce(0) { $0 + $1.length }
         guard fileOffset >= 0, total > 0 else {
             if fileOffset < 0 { throw DirectIOError(.invalidArgument, operation: "plan transfer", offset: fileOffset, detail: "offset \(fileOffset) is negative") }
@@ -52,10 +52,10 @@ package enum TransferPlanner {
     }
 
     /// The file range [first, last) as alternating direct and bounce runs, in file order.
-    private static func runs(_ segments: [CallerSegment], from start: Int64, covering range: Range<Int64>, limits: PlanLimits) -> [Run] {
+    private static func runs(_ segments: CallerSegments, from start: Int64, covering range: Range<Int64>, limits: PlanLimits) -> InlineList<3, Run> {
         let block = Int64(limits.offsetAlignment)
         let memoryMask = UInt(limits.memoryAlignment - 1)
-        var direct: [Run] = []
+        var direct = InlineList<3, Run>()
         var position = start
         for segment in segments {
             var low = alignUp(position, block)
@@ -69,6 +69,7 @@ package enum TransferPlanner {
                 memory &+= UInt(skip)
             }
             if low < high && memory & memoryMask == 0 {
+                // (A segment of length zero never gets here: its `low` is not below its `high`.)
                 if let previous = direct.last, previous.end == low,
                    case .direct(let previousMemory) = previous.kind, previousMemory &+ UInt(previous.end - previous.start) == memory {
                     direct[direct.count - 1].end = high  // the caller's memory continues: one run
@@ -78,7 +79,7 @@ package enum TransferPlanner {
             }
             position += Int64(segment.length)
         }
-        var runs: [Run] = []
+        var runs = InlineList<3, Run>()
         var cursor = range.lowerBound
         for run in direct {
             if cursor < run.start { runs.append(Run(start: cursor, end: run.start, kind: .bounce)) }
@@ -90,13 +91,13 @@ package enum TransferPlanner {
     }
 
     /// Cuts runs into device I/Os within the limits.
-    private static func cut(_ runs: [Run], limits: PlanLimits) -> [DeviceIO] {
+    private static func cut(_ runs: InlineList<3, Run>, limits: PlanLimits) -> InlineList<1, DeviceIO> {
         let block = limits.offsetAlignment
         let granule = limits.granule
         let maxIO = alignDown(limits.maxIOBytes, block)
         let maxPiece = alignDown(limits.maxSegmentBytes, granule)
         let bounceCapacity = alignDown(limits.bounceBufferBytes, block)
-        var ios: [DeviceIO] = []
+        var ios = InlineList<1, DeviceIO>()
         var current: DeviceIO? = nil
         var bounceUsed = 0
 
@@ -165,8 +166,8 @@ package enum TransferPlanner {
     }
 
     /// For every bounce piece, the caller bytes it holds: copied in before a write, out after a read.
-    private static func bounceCopies(_ ios: [DeviceIO], segments: [CallerSegment], from start: Int64) -> [BounceCopy] {
-        var copies: [BounceCopy] = []
+    private static func bounceCopies(_ ios: InlineList<1, DeviceIO>, segments: CallerSegments, from start: Int64) -> InlineList<2, BounceCopy> {
+        var copies = InlineList<2, BounceCopy>()
         var segmentIndex = 0
         var segmentStart = start
         for (ioIndex, io) in ios.enumerated() {
@@ -202,20 +203,23 @@ package enum TransferPlanner {
 
     /// Marks the first and last blocks when the caller covers them only partly: they must be
     /// read before being written back with the caller's bytes over them.
-    private static func markReadBeforeWrite(_ ios: inout [DeviceIO], start: Int64, end: Int64, block: Int64) {
-        var partial: [Int64] = []
-        if start % block != 0 { partial.append(alignDown(start, block)) }
-        if end % block != 0 && !partial.contains(alignDown(end, block)) { partial.append(alignDown(end, block)) }
-        for blockStart in partial {
-            for index in ios.indices {
-                var position = ios[index].fileOffset
-                for piece in ios[index].pieces {
-                    let pieceEnd = position + Int64(piece.length)
-                    if blockStart >= position && blockStart < pieceEnd, case .bounce(let offset) = piece.memory {
-                        ios[index].readBeforeWrite.append(BounceBlock(fileOffset: blockStart, bounceOffset: offset + Int(blockStart - position), length: Int(block)))
-                    }
-                    position = pieceEnd
+    private static func markReadBeforeWrite(_ ios: inout InlineList<1, DeviceIO>, start: Int64, end: Int64, block: Int64) {
+        let head = alignDown(start, block)
+        let tail = alignDown(end, block)
+        if start % block != 0 { mark(head, in: &ios, block: block) }
+        if end % block != 0 && (start % block == 0 || tail != head) { mark(tail, in: &ios, block: block) }
+    }
+
+    /// Marks the block at `blockStart` to be read into the bounce piece that holds it.
+    private static func mark(_ blockStart: Int64, in ios: inout InlineList<1, DeviceIO>, block: Int64) {
+        for index in ios.indices {
+            var position = ios[index].fileOffset
+            for piece in ios[index].pieces {
+                let pieceEnd = position + Int64(piece.length)
+                if blockStart >= position && blockStart < pieceEnd, case .bounce(let offset) = piece.memory {
+                    ios[index].readBeforeWrite.append(BounceBlock(fileOffset: blockStart, bounceOffset: offset + Int(blockStart - position), length: Int(block)))
                 }
+                position = pieceEnd
             }
         }
     }
