@@ -33,13 +33,40 @@ import Testing
         }
     }
 
+    /// The shape most requests have (one buffer, a few KiB, any offset and memory): planned
+    /// by the shortcut when all of it goes through the bounce buffer in one I/O, which `check`
+    /// compares with the general steps.
+    @Test func smallSingleBuffersPlanTheSameThroughTheShortcut() async {
+        await propertyCheck(
+            count: 1000,
+            input: Gen.element(of: [1, 512, 4096]), Gen.element(of: [512, 4096]), Gen.int(in: 0...4095), Gen.int(in: 0...9000),
+            Gen.int(in: 0...100_000), Gen.bool
+        ) { memory, block, misalignment, length, offset, isWrite in
+            let limits = PlanLimits(memoryAlignment: memory ?? 512, offsetAlignment: block ?? 512, maxIOBytes: 1 << 20, maxSegments: 128,
+                                    maxSegmentBytes: 65536, bounceBufferBytes: 8192)
+            Self.check([CallerSegment(address: Self.base + UInt(misalignment), length: length)], fileOffset: Int64(offset), isWrite: isWrite, limits: limits)
+        }
+    }
+
     /// Checks `plan` against the definition, failing the current test on any difference.
     static func check(_ segments: [CallerSegment], fileOffset: Int64, isWrite: Bool, limits: PlanLimits) {
         let plan: TransferPlan
-        do { plan = try TransferPlanner.plan(segments: CallerSegments(segments), fileOffset: fileOffset, isWrite: isWrite, limits: limits) } catch {
+        let general: TransferPlan
+        var reused = dirtyPlan
+        do {
+            plan = try TransferPlanner.plan(segments: Self.segments(segments), fileOffset: fileOffset, isWrite: isWrite, limits: limits)
+            // The single-buffer shortcut plans what the general steps plan, and a plan planned
+            // into again (its lists' storage reused) holds nothing of its past.
+            var full = TransferPlan()
+            try TransferPlanner.plan(segments: Self.segments(segments), fileOffset: fileOffset, isWrite: isWrite, limits: limits, into: &full, shortcut: false)
+            general = full
+            try TransferPlanner.plan(segments: Self.segments(segments), fileOffset: fileOffset, isWrite: isWrite, limits: limits, into: &reused)
+        } catch {
             Issue.record("planning failed: \(error)")
             return
         }
+        #expect(plan == general, "shortcut plan \(plan) differs from the general plan \(general)")
+        #expect(reused == plan)
         let block = Int64(limits.offsetAlignment)
         let total = segments.reduce(0) { $0 + $1.length }
         let start = fileOffset, end = fileOffset + Int64(total)
@@ -64,10 +91,10 @@ import Testing
             #expect(io.fileOffset % block == 0 && io.length % Int(block) == 0 && io.length > 0)
             #expect(io.length <= limits.maxIOBytes, "I/O \(index) is \(io.length) bytes > \(limits.maxIOBytes)")
             #expect(io.pieces.count <= limits.maxSegments)
-            #expect(io.bounceBytes <= limits.bounceBufferBytes)
+            #expect(io.length == plan.pieces[io.pieces].reduce(0) { $0 + $1.length })
             var piecePosition = io.fileOffset
             var bounceRanges: [Range<Int>] = []
-            for piece in io.pieces {
+            for piece in plan.pieces[io.pieces] {
                 #expect(piece.length > 0 && piece.length <= limits.maxSegmentBytes && piece.length % Int(block) == 0)
                 switch piece.memory {
                 case .caller(let address):
@@ -97,7 +124,7 @@ import Testing
             let io = plan.ios[copy.io]
             var piecePosition = io.fileOffset
             var filePosition: Int64? = nil
-            for piece in io.pieces {
+            for piece in plan.pieces[io.pieces] {
                 if case .bounce(let offset) = piece.memory, copy.bounceOffset >= offset, copy.bounceOffset + copy.length <= offset + piece.length {
                     filePosition = piecePosition + Int64(copy.bounceOffset - offset)
                 }
@@ -142,10 +169,34 @@ import Testing
         var partial = Set<Int64>()
         if start % block != 0 { partial.insert(first) }
         if end % block != 0 { partial.insert((end - 1) / block * block) }
-        let marked = plan.ios.flatMap(\.readBeforeWrite)
+        let marked = plan.readBeforeWrite
         #expect(Set(marked.map(\.fileOffset)) == (isWrite ? partial : []))
         #expect(marked.count == (isWrite ? partial.count : 0))
         #expect(marked.allSatisfy { $0.length == Int(block) })
+        // Each in the bounce piece of its I/O that holds that block.
+        for block in marked {
+            let io = plan.ios[block.io]
+            var piecePosition = io.fileOffset
+            var found = false
+            for piece in plan.pieces[io.pieces] {
+                if case .bounce(let offset) = piece.memory, block.fileOffset >= piecePosition, block.fileOffset < piecePosition + Int64(piece.length) {
+                    found = block.bounceOffset == offset + Int(block.fileOffset - piecePosition)
+                }
+                piecePosition += Int64(piece.length)
+            }
+            #expect(found, "edge block \(block) is not where its I/O's bounce piece holds it")
+        }
+    }
+
+    /// A plan with lists left over from another transfer, to plan into.
+    static let dirtyPlan: TransferPlan = {
+        var plan = TransferPlan()
+        _ = try? TransferPlanner.plan(segments: .one(CallerSegment(address: base + 3, length: 300_000)), fileOffset: 7, isWrite: true, limits: virtio, into: &plan)
+        return plan
+    }()
+
+    static func segments(_ array: [CallerSegment]) -> CallerSegments {
+        array.count == 1 ? .one(array[0]) : .many(array)
     }
 
     // MARK: Examples
@@ -154,23 +205,25 @@ import Testing
     static let loop4k = PlanLimits(memoryAlignment: 512, offsetAlignment: 4096, maxIOBytes: 1280 << 10, maxSegments: 128, maxSegmentBytes: 65536, bounceBufferBytes: 65536)
 
     @Test func anAlignedRequestIsOneDirectIOWithNothingBounced() throws {
-        let plan = try TransferPlanner.plan(segments: [CallerSegment(address: Self.base, length: 1 << 20)], fileOffset: 1 << 20, isWrite: false, limits: Self.virtio)
-        #expect(plan.ios == [DeviceIO(fileOffset: 1 << 20, pieces: [DevicePiece(memory: .caller(address: Self.base), length: 1 << 20)], readBeforeWrite: [])])
+        let plan = try TransferPlanner.plan(segments: .one(CallerSegment(address: Self.base, length: 1 << 20)), fileOffset: 1 << 20, isWrite: false, limits: Self.virtio)
+        #expect(plan.ios == [DeviceIO(fileOffset: 1 << 20, length: 1 << 20, pieces: 0..<1)])
+        #expect(plan.pieces == [DevicePiece(memory: .caller(address: Self.base), length: 1 << 20)])
+        #expect(plan.readBeforeWrite.isEmpty)
         #expect(plan.bytesBounced == 0 && plan.copies.isEmpty)
     }
 
     @Test func anUnalignedOffsetBouncesOnlyTheEdgeBlocks() throws {
         // Caller memory and file offset misaligned by the same 100 bytes: the middle goes direct.
-        let plan = try TransferPlanner.plan(segments: [CallerSegment(address: Self.base + 100, length: 100_000)], fileOffset: 100, isWrite: true, limits: Self.virtio)
+        let plan = try TransferPlanner.plan(segments: .one(CallerSegment(address: Self.base + 100, length: 100_000)), fileOffset: 100, isWrite: true, limits: Self.virtio)
         #expect(plan.bytesDirect == 100_000 - 412 - (100_100 % 512))
         #expect(plan.bytesBounced == 412 + 100_100 % 512)
-        #expect(plan.ios.flatMap(\.readBeforeWrite).map(\.fileOffset) == [0, 100_100 / 512 * 512])
+        #expect(plan.readBeforeWrite.map(\.fileOffset) == [0, 100_100 / 512 * 512])
         Self.check([CallerSegment(address: Self.base + 100, length: 100_000)], fileOffset: 100, isWrite: true, limits: Self.virtio)
     }
 
     @Test func memoryMisalignedAgainstTheFileIsBouncedWhole() throws {
         // buffer+8 at an aligned offset: no byte of it can be DMA'd in place.
-        let plan = try TransferPlanner.plan(segments: [CallerSegment(address: Self.base + 8, length: 1 << 20)], fileOffset: 0, isWrite: false, limits: Self.virtio)
+        let plan = try TransferPlanner.plan(segments: .one(CallerSegment(address: Self.base + 8, length: 1 << 20)), fileOffset: 0, isWrite: false, limits: Self.virtio)
         #expect(plan.bytesDirect == 0)
         #expect(plan.bytesBounced == 1 << 20)
         #expect(plan.ios.count == 16)  // 1 MiB through 64 KiB bounce buffers
@@ -178,23 +231,24 @@ import Testing
 
     @Test func theFourKiBLoopDeviceSplitsAtItsQueueLimits() throws {
         let segments = [CallerSegment(address: Self.base, length: 4 << 20)]
-        let plan = try TransferPlanner.plan(segments: CallerSegments(segments), fileOffset: 0, isWrite: true, limits: Self.loop4k)
-        #expect(plan.ios.allSatisfy { $0.length <= 1280 << 10 && $0.pieces.count <= 128 && $0.pieces.allSatisfy { $0.length <= 65536 } })
+        let plan = try TransferPlanner.plan(segments: Self.segments(segments), fileOffset: 0, isWrite: true, limits: Self.loop4k)
+        #expect(plan.ios.allSatisfy { $0.length <= 1280 << 10 && $0.pieces.count <= 128 && plan.pieces[$0.pieces].allSatisfy { $0.length <= 65536 } })
         #expect(plan.ios.reduce(0) { $0 + $1.length } == 4 << 20)
         #expect(plan.bytesBounced == 0)
         Self.check(segments, fileOffset: 0, isWrite: true, limits: Self.loop4k)
     }
 
     @Test func vectoredSegmentsThatContinueInMemoryMergeIntoOnePiece() throws {
-        let segments: CallerSegments = [CallerSegment(address: Self.base, length: 4096), CallerSegment(address: Self.base + 4096, length: 8192)]
+        let segments: CallerSegments = .many([CallerSegment(address: Self.base, length: 4096), CallerSegment(address: Self.base + 4096, length: 8192)])
         let plan = try TransferPlanner.plan(segments: segments, fileOffset: 0, isWrite: false, limits: Self.virtio)
-        #expect(plan.ios.map { Array($0.pieces) } == [[DevicePiece(memory: .caller(address: Self.base), length: 12288)]])
+        #expect(plan.ios.count == 1)
+        #expect(plan.pieces == [DevicePiece(memory: .caller(address: Self.base), length: 12288)])
     }
 
     @Test func badLimitsAreRefused() {
         var limits = Self.virtio
         limits.offsetAlignment = 768
-        #expect(throws: DirectIOError.self) { _ = try TransferPlanner.plan(segments: [CallerSegment(address: Self.base, length: 1)], fileOffset: 0, isWrite: false, limits: limits) }
-        #expect(throws: DirectIOError.self) { _ = try TransferPlanner.plan(segments: [CallerSegment(address: Self.base, length: 1)], fileOffset: -1, isWrite: false, limits: Self.virtio) }
+        #expect(throws: DirectIOError.self) { _ = try TransferPlanner.plan(segments: .one(CallerSegment(address: Self.base, length: 1)), fileOffset: 0, isWrite: false, limits: limits) }
+        #expect(throws: DirectIOError.self) { _ = try TransferPlanner.plan(segments: .one(CallerSegment(address: Self.base, length: 1)), fileOffset: -1, isWrite: false, limits: Self.virtio) }
     }
 }

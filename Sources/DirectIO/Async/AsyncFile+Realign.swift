@@ -3,12 +3,13 @@
 /// are awaited, never waited for on the thread, which may be a ring's own.
 extension AsyncFile {
     nonisolated(nonsending) func transferRealigned(isRead: Bool, _ segments: CallerSegments, at offset: Int64, name: String, scope: IOScope?) async throws -> Int {
-        let total = segments.reduce(0) { $0 + $1.length }
+        let total = segments.total
         let pool = Realignment.bouncePool(offset: offset, length: total, block: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment,
                                           small: smallBouncePool, large: bouncePool)
-        let plan = try TransferPlanner.plan(
+        var plan = runtime.sparePlans.take()
+        try TransferPlanner.plan(
             segments: segments, fileOffset: offset, isWrite: !isRead,
-            limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
+            limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes), into: &plan)
         let keys = Realignment.lockKeys(plan, identity: identity)
         await BlockLocks.shared.lock(keys)
         defer { BlockLocks.shared.unlock(keys) }
@@ -43,6 +44,7 @@ extension AsyncFile {
             switch try realignment.next() {
             case .done(let moved):
                 counters.add(realignment.statistics(moved: moved))
+                runtime.sparePlans.keep(realignment.takePlan())
                 return moved
             case .submit(let first, let second):
                 let one = request(first, bounceSlot: bounceSlot, scope: covering)

@@ -172,7 +172,7 @@ public final class AsyncFile: Sendable {
             guard bouncesMisaligned else {
                 throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: length, detail: AlignmentCheck.describe(violation, limits: limits, isRead: isRead))
             }
-            return try await transferRealigned(isRead: isRead, CallerSegments(single: CallerSegment(address: address, length: length)), at: offset, name: name, scope: scope)
+            return try await transferRealigned(isRead: isRead, .one(CallerSegment(address: address, length: length)), at: offset, name: name, scope: scope)
         }
         let request = AsyncRequest(opcode: opcode, fd: descriptor, address: address, length: length, offset: offset, poolSlot: poolSlot,
                                    blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment, scope: covered(by: scope))
@@ -190,7 +190,7 @@ public final class AsyncFile: Sendable {
         let name = isRead ? "vectored read" : "vectored write"
         let total = vectors.reduce(0) { $0 + $1.iov_len }
         if try rules.checkVectors(vectors, name: name, offset: offset, isRead: isRead, realign: bouncesMisaligned) {
-            return try await transferRealigned(isRead: isRead, CallerSegments(vectors.lazy.map { CallerSegment(address: UInt(bitPattern: $0.iov_base), length: $0.iov_len) }), at: offset, name: name, scope: scope)
+            return try await transferRealigned(isRead: isRead, .many(vectors.map { CallerSegment(address: UInt(bitPattern: $0.iov_base), length: $0.iov_len) }), at: offset, name: name, scope: scope)
         }
         guard total > 0 else { return 0 }
         // The engine rewrites the iovecs to resubmit a short transfer's remainder: it gets its

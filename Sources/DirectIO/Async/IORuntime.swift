@@ -25,6 +25,8 @@ public final class IORuntime: Sendable {
     /// waits for a buffer; larger ones share `bouncePool`'s few large buffers.
     public let bouncePool: BufferPool
     public let smallBouncePool: BufferPool
+    /// Plans of finished realigned requests, planned into again by the next.
+    let sparePlans: SparePlans
     private let nextHome = Atomic<Int>(0)
 
     private static let sharedRuntime = ConditionLock<IORuntime?>(nil)
@@ -82,6 +84,7 @@ public final class IORuntime: Sendable {
         self.workers = executors.map(\.worker)
         self.bouncePool = pool
         self.smallBouncePool = smallPool
+        self.sparePlans = SparePlans(limit: min(count * queueDepth, 4096))
         // Before any request can reach a ring (a refused registration leaves the pool usable),
         // where pinning is charged to no limit (`MemoryLimits.pinningIsFree`).
         for worker in workers where MemoryLimits.pinningIsFree {

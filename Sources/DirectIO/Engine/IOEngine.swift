@@ -54,6 +54,8 @@ public final class IOEngine {
     /// one. Nil for engines that never bounce (the runtime's rings use the runtime's).
     let smallBouncePool: BufferPool?
     static let bounceBufferBytes = 256 << 10
+    /// Plans of finished realigned requests, planned into again (one per slot at most).
+    let sparePlans: SparePlans
 
     /// Counts a synchronous transfer's bytes.
     func record(_ moved: TransferStatistics) {
@@ -110,6 +112,7 @@ public final class IOEngine {
         }
         bouncePool = try BufferPool.reserve(count: bounceBuffers, bufferBytes: Self.bounceBufferBytes)
         smallBouncePool = smallBounceBuffers ? try BufferPool.reserve(count: queueDepth, bufferBytes: Realignment.smallBounceBytes) : nil
+        sparePlans = SparePlans(limit: queueDepth + 1)
         var resolved = choice
         var notes: [String] = []
         if choice == .automatic, let forced = ProcessEnvironment.engineOverride {
@@ -748,6 +751,7 @@ public final class IOEngine {
             }
             slot.pointee.realigned = nil
             table.pointee.realignedInFlight -= 1
+            sparePlans.keep(realigned.takePlan())
             table.pointee.keepSpare(realigned)
         }
         if let waiter = slot.pointee.waiter {

@@ -47,6 +47,11 @@ final class RealignedRequest {
     }
 
     var offset: Int64 { parts.offset }
+
+    /// The finished request's plan, for `SparePlans`.
+    func takePlan() -> TransferPlan {
+        parts.realignment.takePlan()
+    }
     var counters: TransferCounters? { parts.counters }
 
     /// What comes after a step.

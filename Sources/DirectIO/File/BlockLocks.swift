@@ -14,8 +14,28 @@ final class BlockLocks: Sendable {
         var block: Int64
     }
 
-    /// The blocks one write locks: its partly covered head and tail.
-    typealias Keys = InlineList<2, Key>
+    /// The blocks one write locks: its partly covered head and tail, held inline (a plan
+    /// marks at most these two).
+    struct Keys: Sendable {
+        private(set) var head: Key?
+        private(set) var tail: Key?
+
+        var isEmpty: Bool { head == nil }
+
+        mutating func append(_ key: Key) {
+            assert(tail == nil, "a write locks at most its head and tail blocks")
+            if head == nil { head = key } else { tail = key }
+        }
+
+        func allSatisfy(_ predicate: (Key) -> Bool) -> Bool {
+            (head.map(predicate) ?? true) && (tail.map(predicate) ?? true)
+        }
+
+        func forEach(_ body: (Key) -> Void) {
+            if let head { body(head) }
+            if let tail { body(tail) }
+        }
+    }
 
     private struct State: Sendable {
         var held: Set<Key> = []
@@ -24,7 +44,7 @@ final class BlockLocks: Sendable {
 
         mutating func tryLock(_ keys: Keys) -> Bool {
             guard keys.allSatisfy({ !held.contains($0) }) else { return false }
-            held.formUnion(keys)
+            keys.forEach { held.insert($0) }
             return true
         }
     }
@@ -60,7 +80,7 @@ final class BlockLocks: Sendable {
         guard !keys.isEmpty else { return }
         var granted: [UnsafeContinuation<Void, Never>] = []
         state.updateAndBroadcast { state in
-            state.held.subtract(keys)
+            keys.forEach { state.held.remove($0) }
             // Waiting tasks whose blocks are all free now get them before any thread looks.
             var index = 0
             while index < state.waiting.count {

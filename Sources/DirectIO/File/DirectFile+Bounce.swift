@@ -12,7 +12,7 @@ extension DirectFile {
     }
 
     func transferBounced(isRead: Bool, _ segments: CallerSegments, at offset: Int64, name: String) throws(DirectIOError) -> Int {
-        let total = segments.reduce(0) { $0 + $1.length }
+        let total = segments.total
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: total) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: total, detail: problem)
         }
@@ -35,7 +35,7 @@ extension DirectFile {
     /// last step completes.
     func submitRealigned(isRead: Bool, _ buffer: consuming PoolBuffer, bufferOffset: Int, count: Int, at offset: Int64, tag: UInt64) throws(DirectIOError) {
         let name = isRead ? "read" : "write"
-        let (plan, pool) = try plan(isRead: isRead, CallerSegments(single: CallerSegment(address: UInt(bitPattern: buffer.baseAddress + bufferOffset), length: count)), at: offset, length: count)
+        let (plan, pool) = try plan(isRead: isRead, .one(CallerSegment(address: UInt(bitPattern: buffer.baseAddress + bufferOffset), length: count)), at: offset, length: count)
         let keys = Realignment.lockKeys(plan, identity: identity)
         var bounce = try acquire(keys, bounceFrom: Realignment.needsBounce(plan) ? pool : nil, name: name, offset: offset, length: count)
         let base = bounce?.baseAddress
@@ -53,8 +53,9 @@ extension DirectFile {
     private func plan(isRead: Bool, _ segments: CallerSegments, at offset: Int64, length: Int) throws(DirectIOError) -> (TransferPlan, BufferPool) {
         let pool = sharedBouncePool ?? Realignment.bouncePool(offset: offset, length: length, block: isRead ? alignment.readAlignment : alignment.writeAlignment,
                                                               small: engine.smallBouncePool, large: engine.bouncePool)
-        let plan = try TransferPlanner.plan(segments: segments, fileOffset: offset, isWrite: !isRead,
-                                            limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes))
+        var plan = engine.sparePlans.take()
+        try TransferPlanner.plan(segments: segments, fileOffset: offset, isWrite: !isRead,
+                                 limits: PlanLimits(limits, isRead: isRead, bounceBufferBytes: pool.bufferBytes), into: &plan)
         return (plan, pool)
     }
 
@@ -105,6 +106,7 @@ extension DirectFile {
             switch try realignment.next() {
             case .done(let moved):
                 record(realignment.statistics(moved: moved))
+                engine.sparePlans.keep(realignment.takePlan())
                 return moved
             case .submit(let first, nil):
                 try realignment.complete(try engine.perform(operation(first, bounceSlot: bounceSlot), blockBytes: blockBytes(first)))

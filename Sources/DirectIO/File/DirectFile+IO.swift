@@ -34,7 +34,7 @@ extension DirectFile {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
         guard let base = buffer.baseAddress else { return try checkEmpty("read", offset) }
         if try mustRealign(name: "read", address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: true) {
-            return try transferBounced(isRead: true, CallerSegments(single: CallerSegment(address: UInt(bitPattern: base), length: buffer.count)), at: offset, name: "read")
+            return try transferBounced(isRead: true, .one(CallerSegment(address: UInt(bitPattern: base), length: buffer.count)), at: offset, name: "read")
         }
         let fixed = engine.fixedIndex(containing: base, length: buffer.count)
         let operation = IOOperation.read(fd: descriptor, fileSlot: fileSlot, into: base, count: buffer.count, at: offset, fixedSlot: fixed)
@@ -45,7 +45,7 @@ extension DirectFile {
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
         guard let base = buffer.baseAddress else { return try checkEmpty("write", offset) }
         if try mustRealign(name: "write", address: UInt(bitPattern: base), offset: offset, length: buffer.count, isRead: false) {
-            return try transferBounced(isRead: false, CallerSegments(single: CallerSegment(address: UInt(bitPattern: base), length: buffer.count)), at: offset, name: "write")
+            return try transferBounced(isRead: false, .one(CallerSegment(address: UInt(bitPattern: base), length: buffer.count)), at: offset, name: "write")
         }
         let fixed = engine.fixedIndex(containing: base, length: buffer.count)
         let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: base, count: buffer.count, at: offset, fixedSlot: fixed)
@@ -174,7 +174,7 @@ extension DirectFile {
         let total = vectors.reduce(0) { $0 + $1.iov_len }
         guard !vectors.isEmpty else { return try checkEmpty(name, offset) }
         if try rules.checkVectors(vectors, name: name, offset: offset, isRead: opcode == .readv, realign: bouncesMisaligned) {
-            let segments = CallerSegments(vectors.lazy.map { CallerSegment(address: UInt(bitPattern: $0.iov_base), length: $0.iov_len) })
+            let segments = CallerSegments.many(vectors.map { CallerSegment(address: UInt(bitPattern: $0.iov_base), length: $0.iov_len) })
             return try transferBounced(isRead: opcode == .readv, segments, at: offset, name: name)
         }
         // The engine rewrites the iovecs to resubmit a short transfer's remainder, so it gets

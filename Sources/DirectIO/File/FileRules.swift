@@ -27,7 +27,11 @@ struct FileRules: Sendable {
 
     /// The size of the file open as `fd` (for a block device, its capacity).
     func size(of fd: Int32, operation: String) throws(DirectIOError) -> Int64 {
-        if limits.isBlockDevice {
+        try Self.size(of: fd, isBlockDevice: limits.isBlockDevice, path: path, operation: operation)
+    }
+
+    static func size(of fd: Int32, isBlockDevice: Bool, path: String, operation: String) throws(DirectIOError) -> Int64 {
+        if isBlockDevice {
             var bytes: UInt64 = 0
             do { try Sys.ioctl(fd, DIO_BLKGETSIZE64, &bytes) } catch {
                 throw .system(error, operation: operation, call: "ioctl(BLKGETSIZE64)", path: path)

@@ -48,9 +48,9 @@ package struct PlanLimits: Sendable, Equatable {
 
     /// Why these limits cannot be planned with, or nil.
     var problem: String? {
-        for (name, value) in [("memory alignment", memoryAlignment), ("offset alignment", offsetAlignment)] where value < 1 || value.nonzeroBitCount != 1 {
-            return "\(name) \(value) is not a power of two"
-        }
+        // Checked on every plan: no array of the two here (it would be built each time).
+        if memoryAlignment < 1 || memoryAlignment.nonzeroBitCount != 1 { return "memory alignment \(memoryAlignment) is not a power of two" }
+        if offsetAlignment < 1 || offsetAlignment.nonzeroBitCount != 1 { return "offset alignment \(offsetAlignment) is not a power of two" }
         if maxIOBytes < offsetAlignment { return "max I/O bytes \(maxIOBytes) is below the offset alignment \(offsetAlignment)" }
         if maxSegments < 1 { return "max segments must be at least 1" }
         if maxSegmentBytes < granule { return "max segment bytes \(maxSegmentBytes) is below the alignment granule \(granule)" }

@@ -40,12 +40,15 @@ struct Realignment: ~Copyable {
     /// transfer costs less than a second request up to about this size on virtio and NVMe.
     static let wholeRangeReadBytes = 64 << 10
 
-    let plan: TransferPlan
+    private(set) var plan: TransferPlan
     let isRead: Bool
     private let bounce: UnsafeMutableRawPointer?
     private let offset: Int64
     private let total: Int
-    private let rules: FileRules
+    /// The file's path (for errors) and whether it is a block device (how to take its size):
+    /// all the transfer needs of the file's rules, which are dear to copy.
+    private let path: String
+    private let isBlockDevice: Bool
     private let descriptor: Int32
     private let name: String
     private let usesRing: Bool
@@ -66,13 +69,21 @@ struct Realignment: ~Copyable {
         self.bounce = bounce
         self.offset = offset
         self.total = total
-        self.rules = rules
+        self.path = rules.path
+        self.isBlockDevice = rules.limits.isBlockDevice
         self.descriptor = descriptor
         self.name = name
         self.usesRing = usesRing
     }
 
     deinit { vectors?.deallocate() }
+
+    /// Takes the plan back once the transfer is over, for `SparePlans` to keep.
+    mutating func takePlan() -> TransferPlan {
+        var taken = TransferPlan()
+        swap(&taken, &plan)
+        return taken
+    }
 
     /// The size of each small bounce buffer: the covering blocks of a 4,000-byte request at
     /// any offset fit, on 512-byte and 4 KiB sectors.
@@ -89,15 +100,13 @@ struct Realignment: ~Copyable {
 
     /// Whether the plan needs a bounce buffer.
     static func needsBounce(_ plan: TransferPlan) -> Bool {
-        plan.ios.contains { $0.bounceBytes > 0 }
+        plan.needsBounce
     }
 
     /// The blocks a write must lock: those it reads, merges and writes back.
     static func lockKeys(_ plan: TransferPlan, identity: DirectFile.Identity) -> BlockLocks.Keys {
         var keys = BlockLocks.Keys()
-        for io in plan.ios {
-            for block in io.readBeforeWrite { keys.append(BlockLocks.Key(device: identity.device, inode: identity.inode, block: block.fileOffset)) }
-        }
+        for block in plan.readBeforeWrite { keys.append(BlockLocks.Key(device: identity.device, inode: identity.inode, block: block.fileOffset)) }
         return keys
     }
 
@@ -106,7 +115,7 @@ struct Realignment: ~Copyable {
     func statistics(moved: Int) -> TransferStatistics {
         guard total > 0 else { return TransferStatistics() }
         let bounced = moved == total ? plan.bytesBounced : plan.bytesBounced * moved / total
-        let merges = isRead ? 0 : plan.ios.reduce(0) { $0 + $1.readBeforeWrite.count }
+        let merges = isRead ? 0 : plan.readBeforeWrite.count
         return TransferStatistics(bytesDirect: moved - bounced, bytesBounced: bounced, readModifyWriteBlocks: moved == total ? merges : 0)
     }
 
@@ -117,21 +126,18 @@ struct Realignment: ~Copyable {
             return .done(total)
         }
         let io = plan.ios[index]
-        if stage == .start && !isRead && !io.readBeforeWrite.isEmpty, let bounce {
+        if stage == .start && !isRead, let bounce, let (head, second) = edgeBlocks() {
             stage = .mergeReads
-            let blocks = io.readBeforeWrite
-            if blocks.count == 2 {
-                let head = blocks[0], tail = blocks[1]
+            if let tail = second {
                 let span = Int(tail.fileOffset - head.fileOffset) + tail.length
                 if tail.bounceOffset - head.bounceOffset == Int(tail.fileOffset - head.fileOffset) && span <= Self.wholeRangeReadBytes {
                     // The bytes between are overwritten by the caller's before the write.
-                    merging = (BounceBlock(fileOffset: head.fileOffset, bounceOffset: head.bounceOffset, length: span), nil)
+                    merging = (BounceBlock(io: index, fileOffset: head.fileOffset, bounceOffset: head.bounceOffset, length: span), nil)
                 } else {
                     merging = (head, tail)
                 }
             } else {
-                // The planner marks at most two partial blocks: the request's head and tail.
-                merging = (blocks[0], nil)
+                merging = (head, nil)
             }
             guard let (first, second) = merging else { return .done(total) }
             return .submit(blockRead(first, bounce), second.map { blockRead($0, bounce) })
@@ -159,7 +165,7 @@ struct Realignment: ~Copyable {
             let io = plan.ios[index]
             if let errno = first.errno {
                 throw .system(errno, operation: name, call: usesRing ? (isRead ? "READ(V)" : "WRITE(V)") : (isRead ? "pread(v)" : "pwrite(v)"),
-                              path: rules.path, offset: io.fileOffset + Int64(first.bytes), length: total,
+                              path: path, offset: io.fileOffset + Int64(first.bytes), length: total,
                               detail: "device I/O of \(io.length) bytes at \(io.fileOffset) for a request of \(total) bytes at \(offset)")
             }
             let moved = first.bytes
@@ -172,7 +178,7 @@ struct Realignment: ~Copyable {
             }
             if moved < io.length {
                 guard isRead else {
-                    throw DirectIOError(.ioError, operation: name, path: rules.path, offset: io.fileOffset + Int64(moved), length: total,
+                    throw DirectIOError(.ioError, operation: name, path: path, offset: io.fileOffset + Int64(moved), length: total,
                                         detail: "the device accepted \(moved) of \(io.length) bytes and then no more")
                 }
                 // End of file: the caller gets what exists.
@@ -184,6 +190,20 @@ struct Realignment: ~Copyable {
         case .start, .merged:
             break
         }
+    }
+
+    /// The blocks the current I/O must read before writing, in file order (the planner marks
+    /// at most two per transfer: its head and its tail).
+    private func edgeBlocks() -> (BounceBlock, BounceBlock?)? {
+        var first: BounceBlock?
+        for block in plan.readBeforeWrite where block.io == index {
+            guard let head = first else {
+                first = block
+                continue
+            }
+            return (head, block)
+        }
+        return first.map { ($0, nil) }
     }
 
     // MARK: Requests
@@ -199,8 +219,8 @@ struct Realignment: ~Copyable {
             case .bounce(let bounceOffset): bounce.map { $0 + bounceOffset }
             }
         }
-        if io.pieces.count == 1, let single = address(io.pieces[0]) {
-            if case .bounce = io.pieces[0].memory {
+        if io.pieces.count == 1, let single = address(plan.pieces[io.pieces.lowerBound]) {
+            if case .bounce = plan.pieces[io.pieces.lowerBound].memory {
                 return DeviceRequest(isRead: isRead, fileOffset: io.fileOffset, length: io.length, address: single, vectorCount: 0, inBounceBuffer: true)
             }
             return DeviceRequest(isRead: isRead, fileOffset: io.fileOffset, length: io.length, address: single, vectorCount: 0, inBounceBuffer: false)
@@ -213,7 +233,8 @@ struct Realignment: ~Copyable {
             vectorCapacity = io.pieces.count
         }
         let array = vectors.unsafelyUnwrapped
-        for (position, piece) in io.pieces.enumerated() {
+        for (position, pieceIndex) in io.pieces.enumerated() {
+            let piece = plan.pieces[pieceIndex]
             (array + position).initialize(to: iovec(iov_base: address(piece), iov_len: piece.length))
         }
         return DeviceRequest(isRead: isRead, fileOffset: io.fileOffset, length: io.length, address: UnsafeMutableRawPointer(array), vectorCount: io.pieces.count, inBounceBuffer: false)
@@ -225,12 +246,12 @@ struct Realignment: ~Copyable {
     /// becomes zeros; the file's size is then taken (once, before this I/O's write changes it).
     private mutating func merge(_ outcome: IOOutcome, _ block: BounceBlock, _ bounce: UnsafeMutableRawPointer) throws(DirectIOError) {
         if let errno = outcome.errno {
-            throw .system(errno, operation: name, call: usesRing ? "READ" : "pread", path: rules.path, offset: block.fileOffset, length: block.length,
+            throw .system(errno, operation: name, call: usesRing ? "READ" : "pread", path: path, offset: block.fileOffset, length: block.length,
                           detail: "reading the block to merge with an unaligned write")
         }
         if outcome.bytes < block.length {
             (bounce + block.bounceOffset + outcome.bytes).initializeMemory(as: UInt8.self, repeating: 0, count: block.length - outcome.bytes)
-            if sizeBefore == nil { sizeBefore = try rules.size(of: descriptor, operation: name) }
+            if sizeBefore == nil { sizeBefore = try FileRules.size(of: descriptor, isBlockDevice: isBlockDevice, path: path, operation: name) }
         }
     }
 
@@ -239,9 +260,9 @@ struct Realignment: ~Copyable {
     private func cutBackTail() throws(DirectIOError) {
         guard let sizeBefore else { return }
         let keep = max(sizeBefore, offset + Int64(total))
-        if try rules.size(of: descriptor, operation: name) > keep {
+        if try FileRules.size(of: descriptor, isBlockDevice: isBlockDevice, path: path, operation: name) > keep {
             do { try Sys.ftruncate(descriptor, keep) } catch {
-                throw .system(error, operation: name, call: "ftruncate", path: rules.path, offset: keep, detail: "cutting back the zero-filled tail of the last block")
+                throw .system(error, operation: name, call: "ftruncate", path: path, offset: keep, detail: "cutting back the zero-filled tail of the last block")
             }
         }
     }

@@ -9,8 +9,34 @@ package struct CallerSegment: Sendable, Equatable {
     }
 }
 
-/// A transfer's caller memory, in file order (most transfers have one or two segments).
-package typealias CallerSegments = InlineList<2, CallerSegment>
+/// A transfer's caller memory, in file order: one buffer (held inline: most transfers) or
+/// the buffers of a vectored call.
+package enum CallerSegments: Sendable, Equatable {
+    case one(CallerSegment)
+    case many([CallerSegment])
+
+    package var count: Int {
+        switch self {
+        case .one: 1
+        case .many(let segments): segments.count
+        }
+    }
+
+    package subscript(index: Int) -> CallerSegment {
+        switch self {
+        case .one(let segment): segment
+        case .many(let segments): segments[index]
+        }
+    }
+
+    /// Bytes in all segments.
+    package var total: Int {
+        switch self {
+        case .one(let segment): segment.length
+        case .many(let segments): segments.reduce(0) { $0 + $1.length }
+        }
+    }
+}
 
 /// One piece of a device I/O: memory the device reads or writes directly.
 package struct DevicePiece: Sendable, Equatable {
@@ -28,24 +54,16 @@ package struct DevicePiece: Sendable, Equatable {
 /// One request to the device: a contiguous, aligned file range and the memory for it.
 package struct DeviceIO: Sendable, Equatable {
     package var fileOffset: Int64
-    /// At most three for the common shape: a bounced head, the caller's aligned middle, a bounced tail.
-    package var pieces: InlineList<3, DevicePiece>
-    /// Writes only: blocks the caller covers only partly, to be read from the file into the
-    /// bounce buffer before the caller's bytes are copied over them (read-modify-write).
-    package var readBeforeWrite: InlineList<2, BounceBlock>
-
-    package var length: Int { pieces.reduce(0) { $0 + $1.length } }
-    /// Bytes of bounce buffer this I/O uses.
-    package var bounceBytes: Int {
-        pieces.reduce(0) { total, piece in
-            if case .bounce = piece.memory { return total + piece.length }
-            return total
-        }
-    }
+    package var length: Int
+    /// Its memory: `plan.pieces[pieces]`, in file order.
+    package var pieces: Range<Int>
 }
 
-/// A file range and where it sits in the I/O's bounce buffer.
+/// A file range and where it sits in the bounce buffer of device I/O `io`: a block the caller
+/// covers only partly, read from the file before the caller's bytes are copied over it and
+/// the I/O writes it back (read-modify-write).
 package struct BounceBlock: Sendable, Equatable {
+    package var io: Int
     package var fileOffset: Int64
     package var bounceOffset: Int
     package var length: Int
@@ -65,13 +83,42 @@ package struct BounceCopy: Sendable, Equatable {
 
 /// How to move a caller's bytes to or from the device within the device's limits: the device
 /// I/Os, and the bytes that go through bounce buffers because alignment leaves no other way.
+///
+/// Flat lists (the I/Os' pieces, edge blocks and copies each in one list, pointing at their
+/// I/O by index), so making and reading a plan touches a few lists, not a list per I/O.
 package struct TransferPlan: Sendable, Equatable {
-    package var ios: InlineList<1, DeviceIO>
-    package var copies: InlineList<2, BounceCopy>
+    package var ios: [DeviceIO] = []
+    package var pieces: [DevicePiece] = []
+    /// Writes only: the blocks to read before writing (at most two: the head and the tail).
+    package var readBeforeWrite: [BounceBlock] = []
+    package var copies: [BounceCopy] = []
     /// Caller bytes moved by DMA straight to or from the caller's memory.
-    package var bytesDirect: Int
+    package var bytesDirect = 0
     /// Caller bytes copied through bounce buffers.
-    package var bytesBounced: Int
+    package var bytesBounced = 0
     /// Bytes the device moves that the caller did not ask for (widening to blocks).
-    package var bytesWidened: Int
+    package var bytesWidened = 0
+
+    package init() {}
+
+    /// Whether the plan's lists are of the usual size, worth keeping for another transfer.
+    var isSmall: Bool {
+        ios.capacity <= 16 && pieces.capacity <= 64 && copies.capacity <= 64
+    }
+
+    /// Empties the plan, keeping its lists' storage for the next.
+    mutating func removeAll() {
+        ios.removeAll(keepingCapacity: true)
+        pieces.removeAll(keepingCapacity: true)
+        readBeforeWrite.removeAll(keepingCapacity: true)
+        copies.removeAll(keepingCapacity: true)
+        bytesDirect = 0
+        bytesBounced = 0
+        bytesWidened = 0
+    }
+
+    /// Whether any I/O uses the bounce buffer.
+    package var needsBounce: Bool {
+        pieces.contains { if case .bounce = $0.memory { true } else { false } }
+    }
 }
