@@ -108,10 +108,12 @@ package struct TransferPlan: Sendable, Equatable {
 
     /// Empties the plan, keeping its lists' storage for the next.
     mutating func removeAll() {
-        ios.removeAll(keepingCapacity: true)
-        pieces.removeAll(keepingCapacity: true)
-        readBeforeWrite.removeAll(keepingCapacity: true)
-        copies.removeAll(keepingCapacity: true)
+        // One by one: these lists hold a few elements, and `removeAll(keepingCapacity:)`
+        // goes through `replaceSubrange`, about 100 instructions a list.
+        while !ios.isEmpty { ios.removeLast() }
+        while !pieces.isEmpty { pieces.removeLast() }
+        while !readBeforeWrite.isEmpty { readBeforeWrite.removeLast() }
+        while !copies.isEmpty { copies.removeLast() }
         bytesDirect = 0
         bytesBounced = 0
         bytesWidened = 0
