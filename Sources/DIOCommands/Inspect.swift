@@ -78,6 +78,10 @@ struct Inspect: ParsableCommand {
                 ("maxSegmentBytes", .optional(limits.maxSegmentBytes)),
                 ("dmaAlignment", .optional(limits.queue?.dmaAlignment)),
                 ("virtBoundaryMask", .optional(limits.queue?.virtBoundaryMask)),
+                ("atomicWriteUnitMin", .optional(limits.atomicWriteUnitMin)),
+                ("atomicWriteUnitMax", .optional(limits.atomicWriteUnitMax)),
+                ("atomicWriteSegmentsMax", .optional(limits.atomicWriteSegmentsMax)),
+                ("atomicWriteUnitMaxOptimized", .optional(limits.atomicWriteUnitMaxOptimized)),
                 ("ioUring", .bool(ring.available == true)),
                 ("ioUringSetupFlags", .optional(ring.setupFlags)),
                 ("ioUringNote", .optional(ring.setupError)),
@@ -95,6 +99,12 @@ struct Inspect: ParsableCommand {
         }
 
         func show(_ value: Int?) -> String { value.map { "\($0)" } ?? "-" }
+        func atomicWrites(_ limits: DeviceLimits) -> String {
+            guard let low = limits.atomicWriteUnitMin, let high = limits.atomicWriteUnitMax else { return "no (writes can tear)" }
+            var text = "\(low) to \(high) bytes, \(limits.atomicWriteSegmentsMax ?? 1) segment\(limits.atomicWriteSegmentsMax == 1 ? "" : "s")"
+            if let fast = limits.atomicWriteUnitMaxOptimized, fast < high { text += "; up to \(fast) in hardware, larger in software" }
+            return text
+        }
         func known(_ value: Int?) -> String { value.map { "\($0)" } ?? "unknown" }
         let bounce = report.kernelBounce
         let memory = report.lockedMemory
@@ -116,6 +126,7 @@ struct Inspect: ParsableCommand {
             ("max segment bytes", show(limits.maxSegmentBytes)),
             ("DMA alignment mask", show(limits.queue?.dmaAlignment)),
             ("virt boundary mask", show(limits.queue?.virtBoundaryMask)),
+            ("atomic writes", atomicWrites(limits)),
             ("", ""),
             ("kernel bounce (swiotlb)", bounce.bounces.map { $0 ? "yes: " + bounce.reasons.joined(separator: "; ") : "no" } ?? "unknown"),
             ("  DMA device", (bounce.dmaDevice ?? "none") + " (\(bounce.dmaDeviceNote))"),

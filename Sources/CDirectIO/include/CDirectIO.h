@@ -113,6 +113,11 @@ static const uint64_t DIO_IORING_OFF_SQES = 0x10000000ULL;
 #ifndef STATX_DIO_READ_ALIGN
 #define STATX_DIO_READ_ALIGN 0x00020000U /* Linux 6.14 */
 #endif
+#ifndef STATX_WRITE_ATOMIC
+#define STATX_WRITE_ATOMIC 0x00010000U /* Linux 6.11 */
+#endif
+// RWF_ATOMIC (include/uapi/linux/fs.h, Linux 6.11): the write lands whole or not at all.
+static const int DIO_RWF_ATOMIC = 0x00000040;
 #ifndef AT_EMPTY_PATH
 #define AT_EMPTY_PATH 0x1000
 #endif
@@ -291,6 +296,12 @@ static inline int dio_io_uring_enter(int fd, uint32_t to_submit, uint32_t min_co
 
 static inline int dio_io_uring_register(int fd, uint32_t opcode, const void *arg, uint32_t nr_args) {
     return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
+}
+
+// pwritev2 with RWF_* flags (glibc declares it only under _GNU_SOURCE). On 64-bit kernels
+// the offset goes whole in pos_l; pos_h is the 32-bit ABI's high half.
+static inline long dio_pwritev2(int fd, const struct iovec *iov, int iovcnt, int64_t offset, int flags) {
+    return syscall(SYS_pwritev2, fd, iov, iovcnt, (unsigned long)offset, (unsigned long)((uint64_t)offset >> 32), flags);
 }
 
 static inline int dio_statx(int dirfd, const char *path, int flags, uint32_t mask,

@@ -98,6 +98,36 @@ public final class AsyncFile: Sendable {
         return try await transfer(.write, address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, poolSlot: buffer.poolSlot, scope: scope)
     }
 
+    // MARK: Untorn writes
+
+    /// Writes `count` bytes (default: the whole buffer) at `offset` whole or not at all
+    /// (RWF_ATOMIC); the rules are `DirectFile.atomicWrite`'s, checked before anything
+    /// reaches the kernel.
+    nonisolated(nonsending) public func atomicWrite<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
+        let length = count ?? buffer.count
+        try rules.checkFits(length, in: buffer.count, operation: "atomic write", offset: offset)
+        return try await atomicWrite(address: UInt(bitPattern: buffer.baseAddress), length: length, at: offset, scope: scope)
+    }
+
+    /// Writes aligned caller memory at `offset` whole or not at all; see the pool-buffer form.
+    nonisolated(nonsending) public func atomicWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, in scope: IOScope? = nil) async throws -> Int {
+        try await atomicWrite(address: UInt(bitPattern: buffer.baseAddress), length: buffer.count, at: offset, scope: scope)
+    }
+
+    nonisolated(nonsending) private func atomicWrite(address: UInt, length: Int, at offset: Int64, scope: IOScope?) async throws -> Int {
+        let name = "atomic write"
+        try rules.checkAtomicWrite(name: name, address: address, offset: offset, length: length)
+        // No pool slot: never WRITE_FIXED (see `IOOperation.atomicWrite`).
+        let request = AsyncRequest(opcode: .write, fd: descriptor, address: address, length: length, offset: offset,
+                                   blockBytes: rules.alignment.writeAlignment, rwFlags: DIO_RWF_ATOMIC, scope: covered(by: scope))
+        let outcome = try await perform(request, name: name, offset: offset)
+        if let errno = outcome.errno {
+            throw rules.failure(errno, name: name, call: runtime.usesIOUring ? "WRITE" : "pwritev2", address: address, offset: offset, length: length, isRead: false, done: outcome.bytes)
+        }
+        if isDirect { counters.add(TransferStatistics(bytesDirect: outcome.bytes)) }
+        return outcome.bytes
+    }
+
     // MARK: Caller memory
 
     /// Reads into caller memory, which must stay valid until this returns (it returns only

@@ -24,6 +24,8 @@ final class AsyncRequest: @unchecked Sendable {
     /// pool registered uses READ_FIXED/WRITE_FIXED.
     let poolSlot: PoolSlot?
     let blockBytes: Int
+    /// RWF_* flags of a write (RWF_ATOMIC).
+    let rwFlags: Int32
     /// The `IOScope` whose handler forwards this request's cancellation, if any; else the
     /// request's own handler sets `cancelled`.
     let scope: IOScopeState?
@@ -46,7 +48,7 @@ final class AsyncRequest: @unchecked Sendable {
     /// A shutdown that cancels in-flight I/O asked the kernel to cancel this request.
     var cancelledByShutdown = false
 
-    init(opcode: Opcode, fd: Int32, address: UInt = 0, length: Int = 0, offset: Int64 = 0, dataOnly: Bool = false, poolSlot: PoolSlot? = nil, blockBytes: Int = 1, scope: IOScopeState? = nil) {
+    init(opcode: Opcode, fd: Int32, address: UInt = 0, length: Int = 0, offset: Int64 = 0, dataOnly: Bool = false, poolSlot: PoolSlot? = nil, blockBytes: Int = 1, rwFlags: Int32 = 0, scope: IOScopeState? = nil) {
         self.opcode = opcode
         self.fd = fd
         self.address = address
@@ -55,6 +57,7 @@ final class AsyncRequest: @unchecked Sendable {
         self.dataOnly = dataOnly
         self.poolSlot = poolSlot
         self.blockBytes = blockBytes
+        self.rwFlags = rwFlags
         self.scope = scope
     }
 
@@ -73,7 +76,9 @@ final class AsyncRequest: @unchecked Sendable {
     func operation(on engine: IOEngine, fileSlot: Int32) -> IOOperation {
         switch opcode {
         case .read, .readFixed, .write, .writeFixed:
-            return .transfer(isRead: opcode == .read || opcode == .readFixed, fd: fd, fileSlot: fileSlot, address: address, count: Int(length), at: offset, fixedSlot: engine.fixedIndex(of: poolSlot))
+            var operation = IOOperation.transfer(isRead: opcode == .read || opcode == .readFixed, fd: fd, fileSlot: fileSlot, address: address, count: Int(length), at: offset, fixedSlot: engine.fixedIndex(of: poolSlot))
+            operation.rwFlags = rwFlags
+            return operation
         case .fsync:
             return .fsync(fd: fd, fileSlot: fileSlot, dataOnly: dataOnly)
         default:

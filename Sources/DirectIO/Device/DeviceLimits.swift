@@ -35,6 +35,17 @@ public struct DeviceLimits: Sendable, Equatable {
     /// above are then the ones that keep I/O direct: DirectIO bounces what breaks them itself,
     /// where it is counted, instead of letting the kernel copy it unseen.
     public var pageCacheServesMisaligned: Bool = false
+    /// Untorn (atomic) writes: a write of a power-of-two length between these, at an offset
+    /// that is a multiple of its length, lands whole or not at all (RWF_ATOMIC). Nil when the
+    /// file or device has no atomic write support (statx STATX_WRITE_ATOMIC; for a block
+    /// device also sysfs atomic_write_unit_*_bytes).
+    public var atomicWriteUnitMin: Int? = nil
+    public var atomicWriteUnitMax: Int? = nil
+    /// Most memory segments one atomic write may have.
+    public var atomicWriteSegmentsMax: Int? = nil
+    /// The largest atomic write the device does in hardware (xfs on 6.16+ does larger ones
+    /// up to `atomicWriteUnitMax` in software, more slowly); nil when not reported.
+    public var atomicWriteUnitMaxOptimized: Int? = nil
 
     package enum AlignmentSource: String, Sendable {
         case statx = "statx"
@@ -99,7 +110,7 @@ public struct DeviceLimits: Sendable, Equatable {
     }
 
     private static func statx(_ fd: Int32, path: String) throws(DirectIOError) -> dio_statx {
-        let mask = UInt32(STATX_TYPE | STATX_MODE | STATX_SIZE | STATX_MNT_ID | STATX_DIOALIGN | STATX_DIO_READ_ALIGN)
+        let mask = UInt32(STATX_TYPE | STATX_MODE | STATX_SIZE | STATX_MNT_ID | STATX_DIOALIGN | STATX_DIO_READ_ALIGN) | STATX_WRITE_ATOMIC
         do { return try Sys.statx(fd, mask: mask) } catch {
             throw .system(error, operation: "inspect", call: "statx", path: path)
         }
@@ -164,11 +175,28 @@ public struct DeviceLimits: Sendable, Equatable {
         if stx.stx_mask & STATX_DIO_READ_ALIGN != 0 && stx.stx_dio_read_offset_align != 0 {
             readOffset = Int(stx.stx_dio_read_offset_align)
         }
-        return DeviceLimits(
+        var limits = DeviceLimits(
             path: path, filesystem: filesystem, device: "\(major):\(minor)", isBlockDevice: isBlock,
             directIO: directIO, directIONote: note, memoryAlignment: memory, offsetAlignment: offset,
             readOffsetAlignment: readOffset, alignmentSource: source, queue: device.queue,
             pageCacheServesMisaligned: device.probe?.servesMisalignedThroughPageCache ?? false)
+        limits.readAtomicWrites(stx, queue: isBlock ? device.queue : nil)
+        return limits
+    }
+
+    /// The atomic write limits from statx, or for a block device whose kernel reports none
+    /// there, from its queue (one segment).
+    private mutating func readAtomicWrites(_ stx: dio_statx, queue: QueueLimits?) {
+        if stx.stx_mask & STATX_WRITE_ATOMIC != 0 && stx.stx_atomic_write_unit_max != 0 {
+            atomicWriteUnitMin = Int(stx.stx_atomic_write_unit_min)
+            atomicWriteUnitMax = Int(stx.stx_atomic_write_unit_max)
+            atomicWriteSegmentsMax = Int(max(stx.stx_atomic_write_segments_max, 1))
+            if stx.stx_atomic_write_unit_max_opt != 0 { atomicWriteUnitMaxOptimized = Int(stx.stx_atomic_write_unit_max_opt) }
+        } else if let queue, let low = queue.atomicWriteUnitMin, let high = queue.atomicWriteUnitMax, high > 0 {
+            atomicWriteUnitMin = low
+            atomicWriteUnitMax = high
+            atomicWriteSegmentsMax = 1
+        }
     }
 
     static func parentDirectory(of path: String) -> String {

@@ -20,6 +20,10 @@ package struct QueueLimits: Sendable, Hashable {
     package var dmaAlignment: Int
     /// Segments may not cross a boundary of this mask + 1 (virt_boundary_mask; 0 = none).
     package var virtBoundaryMask: Int
+    /// Untorn writes the device takes (atomic_write_unit_min_bytes and _max_bytes; 0 when it
+    /// has none, nil when the kernel predates them, 6.11).
+    package var atomicWriteUnitMin: Int? = nil
+    package var atomicWriteUnitMax: Int? = nil
 
     /// Reads the limits for device `major:minor`, resolving a partition to its disk, and a
     /// filesystem on an anonymous device (btrfs) to the disk its mount names (through `path`).
@@ -37,7 +41,9 @@ package struct QueueLimits: Sendable, Hashable {
             maxSegments: files.number(queue + "max_segments") ?? 0,
             maxSegmentBytes: files.number(queue + "max_segment_size") ?? 0,
             dmaAlignment: files.number(queue + "dma_alignment") ?? (logical - 1),
-            virtBoundaryMask: files.number(queue + "virt_boundary_mask") ?? 0)
+            virtBoundaryMask: files.number(queue + "virt_boundary_mask") ?? 0,
+            atomicWriteUnitMin: files.number(queue + "atomic_write_unit_min_bytes"),
+            atomicWriteUnitMax: files.number(queue + "atomic_write_unit_max_bytes"))
     }
 
 }

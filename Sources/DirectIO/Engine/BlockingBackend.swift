@@ -71,6 +71,10 @@ final class BlockingBackend: EngineBackend {
             case .read, .readFixed:
                 return Int32(try Sys.pread(op.fd, UnsafeMutableRawPointer(bitPattern: op.address), Int(op.length), op.offset))
             case .write, .writeFixed:
+                if op.rwFlags != 0 {
+                    var vector = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: op.address), iov_len: Int(op.length))
+                    return Int32(try Sys.pwritev2(op.fd, &vector, 1, op.offset, flags: op.rwFlags))
+                }
                 return Int32(try Sys.pwrite(op.fd, UnsafeRawPointer(bitPattern: op.address), Int(op.length), op.offset))
             case .readv, .writev:
                 guard let vectors = UnsafePointer<iovec>(bitPattern: op.address) else { return -EFAULT }

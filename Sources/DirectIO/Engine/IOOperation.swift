@@ -1,3 +1,4 @@
+import CDirectIO
 import Glibc
 
 /// One request in the form every engine understands: an opcode and its arguments.
@@ -27,6 +28,8 @@ package struct IOOperation {
     package var bufferIndex: UInt16 = 0
     /// SEND_ZC: whether `bufferIndex` names a registered buffer.
     package var fixedBuffer = false
+    /// Reads and writes: RWF_* flags (RWF_ATOMIC for a write that must not tear).
+    package var rwFlags: Int32 = 0
 
     /// A read or write of `count` bytes at `address`: READ_FIXED/WRITE_FIXED when the memory
     /// lies in registered buffer `fixedSlot`, else READ/WRITE. Every API's requests get their
@@ -42,6 +45,15 @@ package struct IOOperation {
 
     static func write(fd: Int32, fileSlot: Int32 = -1, from address: UnsafeRawPointer, count: Int, at offset: Int64, fixedSlot: UInt16?) -> IOOperation {
         transfer(isRead: false, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), count: count, at: offset, fixedSlot: fixedSlot)
+    }
+
+    /// A write that lands whole or not at all (RWF_ATOMIC). Never WRITE_FIXED: the kernel
+    /// takes an atomic write only from one plain user buffer (ITER_UBUF; a registered buffer's
+    /// bvec iterator gets EINVAL, measured on 6.18), so the memory goes as an address.
+    static func atomicWrite(fd: Int32, fileSlot: Int32 = -1, from address: UnsafeRawPointer, count: Int, at offset: Int64) -> IOOperation {
+        var operation = transfer(isRead: false, fd: fd, fileSlot: fileSlot, address: UInt(bitPattern: address), count: count, at: offset, fixedSlot: nil)
+        operation.rwFlags = DIO_RWF_ATOMIC
+        return operation
     }
 
     static func vectored(_ opcode: Opcode, fd: Int32, fileSlot: Int32 = -1, vectors: UnsafeMutablePointer<iovec>, count: Int, at offset: Int64) -> IOOperation {

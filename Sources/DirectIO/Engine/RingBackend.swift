@@ -80,7 +80,7 @@ final class RingBackend: EngineBackend {
         guard let sqe = ring.pointee.sq.nextEntry() else { return false }
         switch op.opcode {
         case .read, .write, .readFixed, .writeFixed, .readv, .writev:
-            sqe.prepareReadWrite(op.opcode, fd: op.fd, address: op.address, length: op.length, offset: op.offset, bufferIndex: op.bufferIndex)
+            sqe.prepareReadWrite(op.opcode, fd: op.fd, address: op.address, length: op.length, offset: op.offset, bufferIndex: op.bufferIndex, rwFlags: op.rwFlags)
         case .fsync:
             sqe.prepareFsync(fd: op.fd, dataOnly: op.dataOnly)
         case .fallocate:

@@ -1,3 +1,4 @@
+import CDirectIO
 import Glibc
 import SystemPackage
 
@@ -23,6 +24,36 @@ extension DirectFile {
         try checkFits(length, in: buffer.count, operation: "write", offset: offset)
         let operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: buffer.baseAddress, count: length, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
         return try run(operation, name: "write", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: length)
+    }
+
+    // MARK: Untorn writes
+
+    /// Writes `count` bytes (default: the whole buffer) at `offset` so that they land whole or
+    /// not at all, even across a power cut (RWF_ATOMIC): no torn page for a database to repair
+    /// with a doublewrite buffer. The length must be a power of two within
+    /// `limits.atomicWriteUnitMin...atomicWriteUnitMax`, the offset a multiple of it and the
+    /// memory aligned; anything else, or a file without atomic write support, is refused
+    /// before it reaches the kernel.
+    public func atomicWrite<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int? = nil, at offset: Int64) throws(DirectIOError) -> Int {
+        let length = count ?? buffer.count
+        try checkFits(length, in: buffer.count, operation: "atomic write", offset: offset)
+        return try atomicWrite(from: buffer.baseAddress, count: length, at: offset)
+    }
+
+    /// Writes `buffer` at `offset` whole or not at all; see the pool-buffer form. The memory
+    /// must already be aligned (an atomic write is never bounced: a copy cannot be untorn
+    /// across two requests).
+    public func atomicWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(DirectIOError) -> Int {
+        guard let base = buffer.baseAddress else {
+            throw DirectIOError(.invalidArgument, operation: "atomic write", path: path, offset: offset, length: 0, detail: "an atomic write needs at least one byte")
+        }
+        return try atomicWrite(from: base, count: buffer.count, at: offset)
+    }
+
+    private func atomicWrite(from base: UnsafeRawPointer, count: Int, at offset: Int64) throws(DirectIOError) -> Int {
+        try rules.checkAtomicWrite(name: "atomic write", address: UInt(bitPattern: base), offset: offset, length: count)
+        let operation = IOOperation.atomicWrite(fd: descriptor, fileSlot: fileSlot, from: base, count: count, at: offset)
+        return try run(operation, name: "atomic write", address: UInt(bitPattern: base), offset: offset, length: count, validated: true)
     }
 
     // MARK: Caller memory
@@ -116,6 +147,21 @@ extension DirectFile {
     /// Starts a write from `buffer` without waiting; see `submitRead`.
     public func submitWrite(_ buffer: consuming PoolBuffer, bufferOffset: Int = 0, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
         try submit(isRead: false, buffer, bufferOffset: bufferOffset, count: count, at: offset, tag: tag)
+    }
+
+    /// Starts a write from `buffer` that lands whole or not at all (RWF_ATOMIC), without
+    /// waiting; the rules are `atomicWrite`'s, checked before anything is submitted.
+    public func submitAtomicWrite(_ buffer: consuming PoolBuffer, bufferOffset: Int = 0, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
+        let name = "atomic write"
+        guard bufferOffset >= 0 && bufferOffset <= buffer.count else {
+            throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, detail: "buffer offset \(bufferOffset) is outside the \(buffer.count)-byte buffer")
+        }
+        let length = count ?? buffer.count - bufferOffset
+        try checkFits(length, in: buffer.count - bufferOffset, operation: name, offset: offset)
+        let address = buffer.baseAddress + bufferOffset
+        try rules.checkAtomicWrite(name: name, address: UInt(bitPattern: address), offset: offset, length: length)
+        let operation = IOOperation.atomicWrite(fd: descriptor, fileSlot: fileSlot, from: address, count: length, at: offset)
+        try engine.submit(operation, tag: tag, buffer: buffer, blockBytes: blockBytes(isRead: false), counters: isDirect ? counters : nil)
     }
 
     private func submit(isRead: Bool, _ buffer: consuming PoolBuffer, bufferOffset: Int, count: Int?, at offset: Int64, tag: UInt64) throws(DirectIOError) {

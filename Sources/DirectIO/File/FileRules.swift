@@ -69,6 +69,34 @@ struct FileRules: Sendable {
         }
     }
 
+    /// Checks an atomic (untorn) write before anything reaches the kernel, naming the limit
+    /// it breaks: direct I/O on a file with atomic write support, a power-of-two length within
+    /// the units, an offset that is a multiple of the length, aligned memory in one piece.
+    func checkAtomicWrite(name: String, address: UInt, offset: Int64, length: Int) throws(DirectIOError) {
+        func refuse(_ code: DirectIOError.Code, _ detail: String) -> DirectIOError {
+            DirectIOError(code, operation: name, path: path, offset: offset, length: length, detail: detail + "; nothing was written")
+        }
+        if let problem = AlignmentCheck.argumentProblem(offset: offset, length: length) { throw refuse(.invalidArgument, problem) }
+        guard isDirect else {
+            throw refuse(.unsupported, "atomic writes need direct I/O, and this file is open for buffered I/O")
+        }
+        guard let unitMin = limits.atomicWriteUnitMin, let unitMax = limits.atomicWriteUnitMax else {
+            throw refuse(.unsupported, "\(limits.filesystem) on device \(limits.device) reports no atomic write support (statx STATX_WRITE_ATOMIC): a write here can tear; on Linux 6.13+ xfs and ext4 offer it where the device or the filesystem's block size allows")
+        }
+        guard length > 0 && length.nonzeroBitCount == 1 else {
+            throw refuse(.invalidArgument, "an atomic write's length must be a power of two (\(length) is not)")
+        }
+        guard length >= unitMin && length <= unitMax else {
+            throw refuse(.invalidArgument, "an atomic write here is \(unitMin) to \(unitMax) bytes (statx atomic_write_unit_min and _max); \(length) is outside")
+        }
+        guard offset % Int64(length) == 0 else {
+            throw refuse(.misaligned, "an atomic write's offset must be a multiple of its length (\(length)): \(offset) is not")
+        }
+        guard address % UInt(limits.memoryAlignment) == 0 else {
+            throw refuse(.misaligned, "an atomic write's memory must be aligned to \(limits.memoryAlignment) bytes (direct I/O, no bounce buffer may split it): 0x\(String(address, radix: 16)) is not")
+        }
+    }
+
     func checkEmpty(_ name: String, _ offset: Int64) throws(DirectIOError) -> Int {
         if let problem = AlignmentCheck.argumentProblem(offset: offset, length: 0) {
             throw DirectIOError(.invalidArgument, operation: name, path: path, offset: offset, length: 0, detail: problem)

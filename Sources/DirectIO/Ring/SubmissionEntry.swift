@@ -6,8 +6,9 @@ extension UnsafeMutablePointer where Pointee == dio_sqe {
     /// READ, WRITE, READ_FIXED, WRITE_FIXED: `len` bytes at `address`, file offset `offset`.
     /// READV/WRITEV: `address` is an iovec array and `len` its count.
     @inline(__always)
-    func prepareReadWrite(_ opcode: Opcode, fd: Int32, address: UInt, length: UInt32, offset: Int64, bufferIndex: UInt16 = 0) {
+    func prepareReadWrite(_ opcode: Opcode, fd: Int32, address: UInt, length: UInt32, offset: Int64, bufferIndex: UInt16 = 0, rwFlags: Int32 = 0) {
         pointee.opcode = opcode.rawValue
+        pointee.op_flags = UInt32(bitPattern: rwFlags)
         pointee.fd = fd
         pointee.addr = UInt64(address)
         pointee.len = length

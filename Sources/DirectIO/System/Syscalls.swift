@@ -91,6 +91,11 @@ enum Sys {
         try check { Glibc.pwritev(fd, iov, count, off_t(offset)) }
     }
 
+    /// `pwritev2(fd, iov, iovcnt, offset, flags)`: a write with RWF_* flags.
+    static func pwritev2(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32, _ offset: Int64, flags: Int32) throws(Errno) -> Int {
+        try check { dio_pwritev2(fd, iov, count, offset, flags) }
+    }
+
     /// `fsync(fd)` or `fdatasync(fd)`.
     static func fsync(_ fd: Int32, dataOnly: Bool) throws(Errno) {
         _ = try check { dataOnly ? Glibc.fdatasync(fd) : Glibc.fsync(fd) }
