@@ -148,7 +148,9 @@ enum AsyncBenchRunner {
             if submitted >= end { break }
             do {
                 let moved: Int
-                if workload.bufferOffset == 0 {
+                if workload.atomic {
+                    moved = try await file.atomicWrite(buffer, count: count, at: offset, in: scope)
+                } else if workload.bufferOffset == 0 {
                     moved = writes ? try await file.write(buffer, count: count, at: offset, in: scope) : try await file.read(into: &buffer, count: count, at: offset, in: scope)
                 } else {
                     let memory = UnsafeMutableRawBufferPointer(start: buffer.baseAddress + workload.bufferOffset, count: count)

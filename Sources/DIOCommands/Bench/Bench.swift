@@ -70,6 +70,9 @@ public struct Bench: ParsableCommand {
     @Option(help: "A data sync (fdatasync) after every N writes (fio's fdatasync). With --api sync or posix.")
     var fdatasync: Int = 0
 
+    @Flag(help: "Writes that land whole or not at all (RWF_ATOMIC; fio's atomic): --bs a power of two within the file's atomic write units (dio inspect shows them).")
+    var atomic = false
+
     @Option(help: "Rings of the async runtime (with the async APIs).")
     var rings: Int = 1
 
@@ -121,6 +124,7 @@ public struct Bench: ParsableCommand {
         job.sizeRange = bsrange?.range
         job.unalignedSizes = bsUnaligned
         job.fdatasyncEvery = fdatasync
+        job.atomic = atomic
         return [job]
     }
 

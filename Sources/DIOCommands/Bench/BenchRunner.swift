@@ -54,7 +54,9 @@ enum BenchRunner {
             } else {
                 offset = state.pointee.nextOffset()
             }
-            if state.pointee.nextIsWrite() {
+            if workload.atomic {
+                try file.submitAtomicWrite(buffer, count: count, at: offset, tag: 1)
+            } else if state.pointee.nextIsWrite() {
                 try file.submitWrite(buffer, bufferOffset: workload.bufferOffset, count: count, at: offset, tag: 1)
             } else {
                 try file.submitRead(into: buffer, bufferOffset: workload.bufferOffset, count: count, at: offset, tag: 0)

@@ -136,9 +136,11 @@ private protocol OneAtATime {
 private final class DirectFileIO: OneAtATime {
     let engine: IOEngine
     let file: DirectFile
+    let atomic: Bool
 
     init(path: String, workload: Workload) throws {
         engine = try IOEngine(workload.engine, queueDepth: 8, ringFlags: .threadPerCore)
+        atomic = workload.atomic
         let access: OpenOptions.Access = workload.pattern.writes ? .readWrite : .readOnly
         file = try DirectFile(path: path, options: OpenOptions(access: access, directIO: workload.mode == .direct ? .required : .disabled), engine: engine)
     }
@@ -147,7 +149,9 @@ private final class DirectFileIO: OneAtATime {
     var notes: [String] { engine.notes }
     var bytesBounced: Int64 { Int64(file.statistics.bytesBounced) }
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int { try file.read(into: buffer, at: offset) }
-    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws -> Int { try file.write(buffer, at: offset) }
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws -> Int {
+        atomic ? try file.atomicWrite(buffer, at: offset) : try file.write(buffer, at: offset)
+    }
     func syncData() throws { try file.sync(dataOnly: true) }
 }
 

@@ -56,6 +56,8 @@ public struct Workload: Sendable, Equatable {
     public var unalignedSizes = false
     /// fio's fdatasync: a data sync after every this many writes (0: never).
     public var fdatasyncEvery = 0
+    /// fio's atomic: writes that land whole or not at all (RWF_ATOMIC).
+    public var atomic = false
 
     public init(pattern: Pattern, blockBytes: Int = 4096, iodepth: Int = 32, sizeBytes: Int64 = 1 << 30,
                 runtimeSeconds: Double = 5, rampSeconds: Double = 1, mode: Mode = .direct, buffers: Buffers = .registered,
@@ -80,7 +82,7 @@ public struct Workload: Sendable, Equatable {
     public var name: String {
         let size = sizeRange.map { "\(ByteCount.format($0.lowerBound))-\(ByteCount.format($0.upperBound))" } ?? ByteCount.format(blockBytes)
         return "\(pattern.rawValue) \(size) qd\(iodepth)" + (blockAlign.map { " align \(ByteCount.format($0))" } ?? "")
-            + (fdatasyncEvery > 0 ? " sync \(fdatasyncEvery)" : "")
+            + (fdatasyncEvery > 0 ? " sync \(fdatasyncEvery)" : "") + (atomic ? " atomic" : "")
     }
 
     /// The largest I/O the job makes.
@@ -138,6 +140,12 @@ public struct Workload: Sendable, Equatable {
         if unalignedSizes && sizeRange == nil { return "--bs-unaligned needs --bsrange" }
         if fdatasyncEvery > 0 && api == .batched {
             return "--fdatasync needs --api sync, posix or async (the batched loop keeps every request in flight and never stops to sync)"
+        }
+        if atomic {
+            if !pattern.writes || pattern == .randrw { return "--atomic needs --rw write or randwrite" }
+            if blockBytes.nonzeroBitCount != 1 { return "--atomic needs a power-of-two --bs (an atomic write's length is one)" }
+            if unaligned || bufferOffset != 0 { return "--atomic writes aligned blocks: drop --blockalign, --bsrange and --buffer-offset" }
+            if mode == .buffered || api == .posix { return "--atomic needs direct I/O through DirectIO: --mode direct and --api batched, sync or async" }
         }
         if (api == .sync || api == .posix) && iodepth > 256 { return "--api \(api.rawValue) runs a thread per --iodepth: at most 256" }
         if api == .posix && mode == .buffered { return "--api posix is the O_DIRECT floor: use --mode direct" }
