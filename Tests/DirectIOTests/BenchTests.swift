@@ -53,7 +53,9 @@ import Testing
         #expect(throws: (any Error).self) { _ = try Bench.parse(["--bs", "lots"]) }
         for (arguments, reason) in [(["--rw", "read", "--bs", "0"], "--bs"), (["--rw", "read", "--iodepth", "0"], "--iodepth"),
                                     (["--rw", "read", "--runtime", "0"], "--runtime"), (["--rw", "read", "--api", "async", "--engine", "blocking"], "--engine blocking"),
-                                    (["--rw", "read", "--size", "1k", "--bs", "4k"], "--size")] {
+                                    (["--rw", "read", "--size", "1k", "--bs", "4k"], "--size"),
+                                    (["--rw", "read", "--atomic"], "--atomic needs --rw write"), (["--rw", "randwrite", "--bs", "12k", "--atomic"], "power-of-two"),
+                                    (["--rw", "randwrite", "--blockalign", "512", "--atomic"], "aligned blocks"), (["--rw", "write", "--api", "posix", "--atomic"], "--api batched")] {
             do {
                 _ = try Bench.parse(arguments)
                 Issue.record("\(arguments) was accepted")
