@@ -5,33 +5,129 @@ import SystemPackage
 /// A device in memory: every file an engine built on it reads and writes lives here, keyed by
 /// the file's identity (device and inode), so tests see exactly the bytes that reached the
 /// "device", run without disk I/O, and can inject faults with no kernel involved at all.
+/// With a simulated write cache it also cuts the power (`powerCut(seed:)`): users crash
+/// their storage code at any point, reopen, and check their recovery.
 ///
 /// Files are still opened on disk (DirectFile opens a real path and reads its limits there),
 /// but their data never goes to disk: a file starts empty here, whatever the disk holds, and
 /// `DirectFile.size()` still reports the file on disk.
 public final class MemoryDevice: Sendable {
-    private let files = ConditionLock<[FileIdentity: [UInt8]]>([:])
+    private let files = ConditionLock<[FileIdentity: FileState]>([:])
+    private let cache: WriteCache?
 
     struct FileIdentity: Hashable, Sendable { let device: UInt64, inode: UInt64 }
 
-    public init() {}
+    /// A simulated volatile write cache, as disks and SSDs have one: a write is acknowledged
+    /// when it reaches the cache and survives a power cut only once made durable (fsync or
+    /// fdatasync of its file, or written with RWF_DSYNC/RWF_SYNC, i.e. FUA).
+    public struct WriteCache: Sendable {
+        /// The unit a write tears at: a power cut keeps some of a write's blocks and loses others.
+        public var logicalBlockSize: Int
+        /// Atomic (untorn) writes the device takes (RWF_ATOMIC): they land whole or not at all.
+        /// Nil: none, and `DirectFile.atomicWrite` refuses.
+        public var atomicWriteUnits: ClosedRange<Int>?
 
-    /// The bytes of the file at `path` as the device holds them, or nil if nothing was ever
-    /// written to it through this device.
-    public func contents(ofFileAt path: String) -> [UInt8]? {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        let identity = FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
-        return files.withLock { $0[identity] }
+        public init(logicalBlockSize: Int = 4096, atomicWriteUnits: ClosedRange<Int>? = 4096...65536) {
+            self.logicalBlockSize = logicalBlockSize
+            self.atomicWriteUnits = atomicWriteUnits
+        }
     }
 
-    /// Sets the file's contents, e.g. to start a test from a known state.
+    /// What a power cut did to the writes that were not yet durable.
+    public struct PowerCut: Sendable, Equatable {
+        public var writesLost = 0
+        public var writesKept = 0
+        /// Writes of which some blocks reached the medium and others did not.
+        public var writesTorn = 0
+
+        public init(writesLost: Int = 0, writesKept: Int = 0, writesTorn: Int = 0) {
+            self.writesLost = writesLost
+            self.writesKept = writesKept
+            self.writesTorn = writesTorn
+        }
+    }
+
+    /// A file's bytes as reads see them, as they would survive a power cut, and the writes
+    /// between the two (in arrival order).
+    private struct FileState {
+        var current: [UInt8] = []
+        var durable: [UInt8] = []
+        var pending: [PendingWrite] = []
+    }
+
+    private struct PendingWrite {
+        var offset: Int
+        var bytes: [UInt8]
+        var atomic: Bool
+    }
+
+    /// - Parameter writeCache: simulate a volatile write cache (`powerCut(seed:)` then loses,
+    ///   reorders or tears what was not made durable); nil: every write is durable at once.
+    public init(writeCache: WriteCache? = nil) {
+        cache = writeCache
+    }
+
+    /// The bytes of the file at `path` as reads see them, or nil if nothing was ever written
+    /// to it through this device.
+    public func contents(ofFileAt path: String) -> [UInt8]? {
+        guard let identity = Self.identity(ofPath: path) else { return nil }
+        return files.withLock { $0[identity]?.current }
+    }
+
+    /// Sets the file's contents (durable), e.g. to start a test from a known state.
     public func setContents(_ bytes: [UInt8], ofFileAt path: String) -> Bool {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return false }
-        let identity = FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
-        files.withLock { $0[identity] = bytes }
+        guard let identity = Self.identity(ofPath: path) else { return false }
+        files.withLock { $0[identity] = FileState(current: bytes, durable: bytes) }
         return true
+    }
+
+    /// Cuts the power: every write not yet durable is lost, kept or torn at logical-block
+    /// granularity (atomic writes are kept or lost whole), applied in an order chosen from
+    /// `seed`, as a volatile cache may persist them. Afterwards reads see what survived, as
+    /// after a reboot. The same seed and the same writes give the same outcome. Without a
+    /// write cache nothing changes.
+    @discardableResult
+    public func powerCut(seed: UInt64) -> PowerCut {
+        guard let cache else { return PowerCut() }
+        var random = SeededRandom(seed: seed)
+        var outcome = PowerCut()
+        files.withLock { files in
+            for identity in files.keys.sorted(by: { ($0.device, $0.inode) < ($1.device, $1.inode) }) {
+                guard var state = files[identity] else { continue }
+                var image = state.durable
+                var order = Array(state.pending.indices)
+                random.shuffle(&order)
+                for index in order {
+                    let write = state.pending[index]
+                    switch random.below(write.atomic ? 2 : 3) {
+                    case 0:
+                        outcome.writesLost += 1
+                    case 1:
+                        Self.apply(write.bytes[...], at: write.offset, to: &image)
+                        outcome.writesKept += 1
+                    default:
+                        // Torn: each logical block the write touches survives or not.
+                        let block = cache.logicalBlockSize
+                        var start = write.offset
+                        var kept = 0, lost = 0
+                        while start < write.offset + write.bytes.count {
+                            let end = min((start / block + 1) * block, write.offset + write.bytes.count)
+                            if random.below(2) == 1 {
+                                Self.apply(write.bytes[(start - write.offset)..<(end - write.offset)], at: start, to: &image)
+                                kept += 1
+                            } else {
+                                lost += 1
+                            }
+                            start = end
+                        }
+                        if kept > 0 && lost > 0 { outcome.writesTorn += 1 } else if kept > 0 { outcome.writesKept += 1 } else { outcome.writesLost += 1 }
+                    }
+                }
+                state = FileState(current: image, durable: image)
+                files[identity] = state
+            }
+        }
+        return outcome
     }
 
     static func identity(of fd: Int32) -> FileIdentity? {
@@ -40,10 +136,16 @@ public final class MemoryDevice: Sendable {
         return FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
     }
 
+    static func identity(ofPath path: String) -> FileIdentity? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    }
+
     /// Reads up to `count` bytes at `offset` into `destination`: fewer at the end, 0 past it.
     func read(_ identity: FileIdentity, into destination: UnsafeMutableRawPointer, count: Int, at offset: Int64) -> Int {
         files.withLock { files in
-            let bytes = files[identity] ?? []
+            let bytes = files[identity]?.current ?? []
             guard offset < Int64(bytes.count) else { return 0 }
             let moved = min(count, bytes.count - Int(offset))
             bytes.withUnsafeBytes { stored in
@@ -53,26 +155,83 @@ public final class MemoryDevice: Sendable {
         }
     }
 
-    /// Writes `count` bytes at `offset`, growing the file (with zeros in any gap).
-    func write(_ identity: FileIdentity, from source: UnsafeRawPointer, count: Int, at offset: Int64) -> Int {
+    /// Writes `count` bytes at `offset`, growing the file (with zeros in any gap). `durable`:
+    /// written through the cache (RWF_DSYNC, FUA); `atomic`: never torn by a power cut.
+    func write(_ identity: FileIdentity, from source: UnsafeRawPointer, count: Int, at offset: Int64, durable: Bool = false, atomic: Bool = false) -> Int {
+        let bytes = [UInt8](UnsafeRawBufferPointer(start: source, count: count))
         files.withLock { files in
-            var bytes = files[identity] ?? []
-            let end = Int(offset) + count
-            if bytes.count < end { bytes.append(contentsOf: repeatElement(0, count: end - bytes.count)) }
-            bytes.withUnsafeMutableBytes { stored in
-                if let base = stored.baseAddress, count > 0 { (base + Int(offset)).copyMemory(from: source, byteCount: count) }
+            var state = files[identity] ?? FileState()
+            files[identity] = nil  // uniquely referenced while it changes
+            Self.apply(bytes[...], at: Int(offset), to: &state.current)
+            if cache == nil || durable {
+                Self.apply(bytes[...], at: Int(offset), to: &state.durable)
+            } else {
+                state.pending.append(PendingWrite(offset: Int(offset), bytes: bytes, atomic: atomic))
             }
-            files[identity] = bytes
-            return count
+            files[identity] = state
+        }
+        return count
+    }
+
+    /// Makes the file's writes durable (fsync, fdatasync).
+    func flush(_ identity: FileIdentity) {
+        files.withLock { files in
+            guard var state = files[identity] else { return }
+            state.durable = state.current
+            state.pending.removeAll()
+            files[identity] = state
         }
     }
 
-    /// Grows the file to `end` bytes if it is shorter (fallocate without KEEP_SIZE).
+    /// Grows the file to `end` bytes if it is shorter (fallocate without KEEP_SIZE; durable
+    /// at once, as a journaled size change is).
     func extend(_ identity: FileIdentity, to end: Int64) {
         files.withLock { files in
-            var bytes = files[identity] ?? []
-            if bytes.count < Int(end) { bytes.append(contentsOf: repeatElement(0, count: Int(end) - bytes.count)) }
-            files[identity] = bytes
+            var state = files[identity] ?? FileState()
+            if state.current.count < Int(end) { state.current.append(contentsOf: repeatElement(0, count: Int(end) - state.current.count)) }
+            if state.durable.count < Int(end) { state.durable.append(contentsOf: repeatElement(0, count: Int(end) - state.durable.count)) }
+            files[identity] = state
+        }
+    }
+
+    /// The limits of a file on this device: its simulated atomic write units.
+    func limits(for limits: DeviceLimits) -> DeviceLimits {
+        var limits = limits
+        if let units = cache?.atomicWriteUnits {
+            limits.atomicWriteUnitMin = units.lowerBound
+            limits.atomicWriteUnitMax = units.upperBound
+            limits.atomicWriteSegmentsMax = 1
+        }
+        return limits
+    }
+
+    private static func apply(_ bytes: ArraySlice<UInt8>, at offset: Int, to image: inout [UInt8]) {
+        let end = offset + bytes.count
+        if image.count < end { image.append(contentsOf: repeatElement(0, count: end - image.count)) }
+        image.replaceSubrange(offset..<end, with: bytes)
+    }
+}
+
+/// SplitMix64: the same seed, the same power cut.
+private struct SeededRandom {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+
+    mutating func shuffle(_ values: inout [Int]) {
+        guard values.count > 1 else { return }
+        for index in stride(from: values.count - 1, to: 0, by: -1) {
+            values.swapAt(index, below(index + 1))
         }
     }
 }
@@ -101,7 +260,12 @@ final class MemoryBackend: EngineBackend {
         self.capacity = capacity
     }
 
+    /// RWF_DSYNC, RWF_SYNC and RWF_ATOMIC (include/uapi/linux/fs.h).
+    static let rwfDSync: Int32 = 0x02, rwfSync: Int32 = 0x04, rwfAtomic: Int32 = 0x40
+
     var kind: EngineKind { .memory }
+
+    func limits(for limits: DeviceLimits) -> DeviceLimits { device.limits(for: limits) }
     var submissionCapacity: Int { capacity }
     var completionCapacity: Int { capacity * 2 }
     var fixedBufferSlots: Int { 0 }
@@ -148,7 +312,9 @@ final class MemoryBackend: EngineBackend {
             return Int32(device.read(identity, into: address, count: Int(operation.length), at: operation.offset))
         case .write, .writeFixed:
             guard let address = UnsafeRawPointer(bitPattern: operation.address) else { return -EFAULT }
-            return Int32(device.write(identity, from: address, count: Int(operation.length), at: operation.offset))
+            let durable = operation.rwFlags & (Self.rwfDSync | Self.rwfSync) != 0
+            return Int32(device.write(identity, from: address, count: Int(operation.length), at: operation.offset,
+                                      durable: durable, atomic: operation.rwFlags & Self.rwfAtomic != 0))
         case .readv, .writev:
             guard let vectors = UnsafePointer<iovec>(bitPattern: operation.address) else { return -EFAULT }
             var offset = operation.offset
@@ -167,6 +333,7 @@ final class MemoryBackend: EngineBackend {
             if operation.mode & 0x01 == 0 { device.extend(identity, to: operation.offset + operation.allocateLength) }
             return 0
         case .fsync:
+            device.flush(identity)
             return 0
         default:
             return -EOPNOTSUPP

@@ -52,6 +52,15 @@ package protocol EngineBackend: AnyObject {
 
     /// Points fixed-file slots `first...` at `fds` (-1 clears a slot).
     func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno)
+
+    /// What the device behind this backend supports, for a file whose kernel-reported limits
+    /// are `limits`: the kernel's own backends change nothing; a simulated device says what
+    /// it simulates (atomic write units).
+    func limits(for limits: DeviceLimits) -> DeviceLimits
+}
+
+extension EngineBackend {
+    package func limits(for limits: DeviceLimits) -> DeviceLimits { limits }
 }
 
 /// A backend that changes a few of another backend's answers (fault injection, test doubles)
@@ -73,4 +82,5 @@ extension WrappingBackend {
     package func supports(_ opcode: Opcode) -> Bool { inner.supports(opcode) }
     package func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) { try inner.updateFixedBuffers(first: first, regions: regions) }
     package func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) { try inner.updateFixedFiles(first: first, fds: fds) }
+    package func limits(for limits: DeviceLimits) -> DeviceLimits { inner.limits(for: limits) }
 }

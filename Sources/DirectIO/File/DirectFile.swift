@@ -59,11 +59,13 @@ public struct DirectFile: ~Copyable {
         if opened.fallbackNote != nil { engine.recordBufferedFallback() }
         self.path = path
         self.owner = DescriptorOwner(fd: opened.fd, fileSlot: engine.fileSlot(for: opened.fd), engine: engine)
-        self.limits = opened.limits
+        // The engine's device may be simulated, with limits of its own.
+        let limits = engine.backend.limits(for: opened.limits)
+        self.limits = limits
         self.isDirect = opened.isDirect
         self.fallbackNote = opened.fallbackNote
         self.engine = engine
-        self.rules = FileRules(path: path, limits: opened.limits, isDirect: opened.isDirect)
+        self.rules = FileRules(path: path, limits: limits, isDirect: opened.isDirect)
     }
 
     /// Closes the descriptor, reporting errors (close can report a deferred write error on
