@@ -11,6 +11,9 @@ public struct ByteCount: ExpressibleByArgument, Sendable, Equatable {
         self.bytes = bytes
     }
 
+    /// Help shows a default as users type it ("4k"), not as Swift prints the value.
+    public var defaultValueDescription: String { ByteCount.format(bytes) }
+
     public static func parse(_ text: String) -> Int? {
         let lower = text.lowercased()
         let multipliers: [(String, Int)] = [("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("b", 1)]
@@ -40,4 +43,6 @@ public struct SizeRange: ExpressibleByArgument, Sendable, Equatable {
         guard parts.count == 2, let low = ByteCount.parse(String(parts[0])), let high = ByteCount.parse(String(parts[1])), low >= 1, low <= high else { return nil }
         range = low...high
     }
+
+    public var defaultValueDescription: String { "\(ByteCount.format(range.lowerBound))-\(ByteCount.format(range.upperBound))" }
 }

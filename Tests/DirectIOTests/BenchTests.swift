@@ -48,6 +48,22 @@ import Testing
         #expect(verify.engine == .auto)
     }
 
+    @Test func helpShowsDefaultsAsUsersTypeThem() {
+        let help = Bench.helpMessage()
+        #expect(help.contains("(default: 4k)"), "\(help)")
+        #expect(!help.contains("ByteCount("))
+        #expect(Verify.helpMessage().contains("(default: 64m)"))
+    }
+
+    @Test func aDirectoryIsCalledADirectory() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let result = try TestSupport.run([TestSupport.dioExecutable, "bench", directory, "--rw", "read", "--runtime", "0.1", "--ramp", "0"])
+        #expect(result.status != 0)
+        #expect(result.error.contains("is a directory") && result.error.contains("name a file"), "\(result.error)")
+        #expect(!result.error.contains("refuses O_DIRECT"))
+    }
+
     @Test func badOptionsAreRefusedWithTheReason() {
         #expect(throws: (any Error).self) { _ = try Bench.parse(["--rw", "sideways"]) }
         #expect(throws: (any Error).self) { _ = try Bench.parse(["--bs", "lots"]) }

@@ -136,6 +136,12 @@ public struct Bench: ParsableCommand {
     }
 
     public func run() throws {
+        do { try runJobs() } catch let error as DirectIOError {
+            throw error.inCommandTerms(remedy: "run with --mode buffered to measure through the page cache")
+        }
+    }
+
+    private func runJobs() throws {
         let terminal = isatty(STDERR_FILENO) == 1
         let log: (String) -> Void = { message in if !json { printError(message) } }
         let target = try BenchTarget.prepare(path: path, sizeBytes: size.map { Int64($0.bytes) }, defaultSize: 1 << 30, seed: seed, log: log)

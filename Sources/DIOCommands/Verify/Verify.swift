@@ -59,10 +59,15 @@ public struct Verify: ParsableCommand {
     }
 
     public func run() throws {
-        let report = try VerifyRun(
-            path: path, sizeBytes: size.bytes, blockBytes: bs.bytes, iodepth: iodepth, bufferOffset: bufferOffset,
-            offsetJitter: offsetJitter, seed: seed, sequence: sequence, phase: phase, engine: engine.choice
-        ).run()
+        let report: VerifyReport
+        do {
+            report = try VerifyRun(
+                path: path, sizeBytes: size.bytes, blockBytes: bs.bytes, iodepth: iodepth, bufferOffset: bufferOffset,
+                offsetJitter: offsetJitter, seed: seed, sequence: sequence, phase: phase, engine: engine.choice
+            ).run()
+        } catch {
+            throw error.inCommandTerms(remedy: "dio verify checks direct I/O, so it needs a filesystem that offers it (dio inspect DIR says whether one does)")
+        }
         if json {
             print(report.json.rendered)
         } else {

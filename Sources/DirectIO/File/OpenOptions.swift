@@ -70,3 +70,9 @@ public enum MisalignedPolicy: Sendable {
     /// every byte moved by DMA.
     case fail
 }
+
+extension OpenOptions {
+    /// What a caller can do where the filesystem refuses O_DIRECT, as errors say it (a command
+    /// line says it in its own terms instead).
+    package static let bufferedRemedy = "open with .preferred to fall back to buffered I/O"
+}

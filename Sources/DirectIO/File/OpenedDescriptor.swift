@@ -22,12 +22,17 @@ struct OpenedDescriptor {
         do {
             fd = try Sys.open(path, flags: options.flags | (direct ? DIO_O_DIRECT : 0), mode: options.permissions)
         } catch .invalidArgument where direct {
+            // Some filesystems answer EINVAL, not EISDIR, for a directory opened with O_DIRECT.
+            if let info = try? Sys.status(ofPath: path), info.st_mode & S_IFMT == S_IFDIR {
+                throw DirectIOError(.isDirectory, operation: "open", path: path, systemCall: "open", errno: .invalidArgument,
+                                    detail: "direct I/O reads and writes files and block devices: name a file in this directory")
+            }
             // open(2): EINVAL with O_DIRECT means the filesystem does not support it.
             let filesystem = filesystemName(near: path)
             if options.create && !existedBefore { _ = try? Sys.unlink(path) }
             guard options.directIO == .preferred else {
                 throw DirectIOError(.directIOUnsupported, operation: "open", path: path, systemCall: "open", errno: .invalidArgument,
-                                    detail: "the \(filesystem) filesystem refuses O_DIRECT; open with .preferred to fall back to buffered I/O")
+                                    detail: "the \(filesystem) filesystem refuses O_DIRECT; " + OpenOptions.bufferedRemedy)
             }
             note = "the \(filesystem) filesystem refuses O_DIRECT (open: EINVAL); using buffered I/O"
             direct = false
@@ -50,7 +55,7 @@ struct OpenedDescriptor {
                 _ = try? Sys.close(fd)
                 if options.create && !existedBefore { _ = try? Sys.unlink(path) }
                 throw DirectIOError(.directIOUnsupported, operation: "open", path: path,
-                                    detail: "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); open with .preferred to fall back to buffered I/O")
+                                    detail: "the \(limits.filesystem) filesystem accepts O_DIRECT but direct I/O fails (\(limits.directIONote)); " + OpenOptions.bufferedRemedy)
             }
             do {
                 let flags = try Sys.fcntl(fd, F_GETFL, 0)
