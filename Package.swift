@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "DirectIO", targets: ["DirectIO"]),
         .library(name: "DirectIOTesting", targets: ["DirectIOTesting"]),
+        .library(name: "DirectIOLog", targets: ["DirectIOLog"]),
         .executable(name: "dio", targets: ["dio"]),
     ],
     dependencies: [
@@ -33,6 +34,8 @@ let package = Package(
             name: "DirectIOTesting",
             dependencies: ["DirectIO", .product(name: "SystemPackage", package: "swift-system")]
         ),
+        // A durable append log with group commit, for databases' write-ahead logs.
+        .target(name: "DirectIOLog", dependencies: ["DirectIO"]),
         // The commands of `dio` (inspect, bench), as a library so tests can drive them.
         .target(
             name: "DIOCommands",
@@ -46,7 +49,7 @@ let package = Package(
         .testTarget(
             name: "DirectIOTests",
             dependencies: [
-                "DirectIO", "DirectIOTesting", "CDirectIO", "DIOCommands", "dio",
+                "DirectIO", "DirectIOTesting", "DirectIOLog", "CDirectIO", "DIOCommands", "dio",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]

@@ -14,6 +14,13 @@ import SystemPackage
 public final class MemoryDevice: Sendable {
     private let files = ConditionLock<[FileIdentity: FileState]>([:])
     private let cache: WriteCache?
+    private let power = ConditionLock(Power())
+
+    /// A power cut armed to happen during a later write, and whether the power is off.
+    private struct Power: Sendable {
+        var cutDuringWrite: (remaining: Int, seed: UInt64)?
+        var off = false
+    }
 
     struct FileIdentity: Hashable, Sendable { let device: UInt64, inode: UInt64 }
 
@@ -88,7 +95,7 @@ public final class MemoryDevice: Sendable {
     /// write cache nothing changes.
     @discardableResult
     public func powerCut(seed: UInt64) -> PowerCut {
-        guard let cache else { return PowerCut() }
+        let blockSize = cache?.logicalBlockSize ?? 4096
         var random = SeededRandom(seed: seed)
         var outcome = PowerCut()
         files.withLock { files in
@@ -107,7 +114,7 @@ public final class MemoryDevice: Sendable {
                         outcome.writesKept += 1
                     default:
                         // Torn: each logical block the write touches survives or not.
-                        let block = cache.logicalBlockSize
+                        let block = blockSize
                         var start = write.offset
                         var kept = 0, lost = 0
                         while start < write.offset + write.bytes.count {
@@ -129,6 +136,22 @@ public final class MemoryDevice: Sendable {
         }
         return outcome
     }
+
+    /// Arms a power cut during the write that comes after `writes` more (0: the next one):
+    /// that write is torn like an undurable one and fails with EIO, `powerCut(seed:)` happens
+    /// with it, and every request fails with EIO until `restorePower()`. For crash points
+    /// inside the code under test, not only between its calls.
+    public func cutPower(duringWriteAfter writes: Int, seed: UInt64) {
+        power.withLock { $0.cutDuringWrite = (writes, seed) }
+    }
+
+    /// Turns the power back on (a reboot): requests work again, on what survived.
+    public func restorePower() {
+        power.withLock { $0 = Power() }
+    }
+
+    /// Whether the power is off (after an armed cut).
+    public var isPoweredOff: Bool { power.withLock { $0.off } }
 
     static func identity(of fd: Int32) -> FileIdentity? {
         var info = stat()
@@ -157,8 +180,29 @@ public final class MemoryDevice: Sendable {
 
     /// Writes `count` bytes at `offset`, growing the file (with zeros in any gap). `durable`:
     /// written through the cache (RWF_DSYNC, FUA); `atomic`: never torn by a power cut.
-    func write(_ identity: FileIdentity, from source: UnsafeRawPointer, count: Int, at offset: Int64, durable: Bool = false, atomic: Bool = false) -> Int {
+    /// Returns nil when the power failed during this write.
+    func write(_ identity: FileIdentity, from source: UnsafeRawPointer, count: Int, at offset: Int64, durable: Bool = false, atomic: Bool = false) -> Int? {
         let bytes = [UInt8](UnsafeRawBufferPointer(start: source, count: count))
+        let cutSeed = power.withLock { power -> UInt64? in
+            guard let armed = power.cutDuringWrite else { return nil }
+            guard armed.remaining == 0 else {
+                power.cutDuringWrite = (armed.remaining - 1, armed.seed)
+                return nil
+            }
+            power.cutDuringWrite = nil
+            power.off = true
+            return armed.seed
+        }
+        if let cutSeed {
+            // In flight when the power went: as undurable as a write can be.
+            files.withLock { files in
+                var state = files[identity] ?? FileState()
+                state.pending.append(PendingWrite(offset: Int(offset), bytes: bytes, atomic: atomic))
+                files[identity] = state
+            }
+            powerCut(seed: cutSeed)
+            return nil
+        }
         files.withLock { files in
             var state = files[identity] ?? FileState()
             files[identity] = nil  // uniquely referenced while it changes
@@ -305,6 +349,7 @@ final class MemoryBackend: EngineBackend {
     /// The result a kernel would post: bytes moved, or -errno.
     private func perform(_ operation: IOOperation) -> Int32 {
         if operation.opcode == .nop { return 0 }
+        if device.isPoweredOff { return -EIO }
         guard let identity = MemoryDevice.identity(of: operation.fd) else { return -EBADF }
         switch operation.opcode {
         case .read, .readFixed:
@@ -313,8 +358,9 @@ final class MemoryBackend: EngineBackend {
         case .write, .writeFixed:
             guard let address = UnsafeRawPointer(bitPattern: operation.address) else { return -EFAULT }
             let durable = operation.rwFlags & (Self.rwfDSync | Self.rwfSync) != 0
-            return Int32(device.write(identity, from: address, count: Int(operation.length), at: operation.offset,
-                                      durable: durable, atomic: operation.rwFlags & Self.rwfAtomic != 0))
+            guard let written = device.write(identity, from: address, count: Int(operation.length), at: operation.offset,
+                                             durable: durable, atomic: operation.rwFlags & Self.rwfAtomic != 0) else { return -EIO }
+            return Int32(written)
         case .readv, .writev:
             guard let vectors = UnsafePointer<iovec>(bitPattern: operation.address) else { return -EFAULT }
             var offset = operation.offset
@@ -324,6 +370,7 @@ final class MemoryBackend: EngineBackend {
                 let moved = operation.opcode == .readv
                     ? device.read(identity, into: base, count: vector.iov_len, at: offset)
                     : device.write(identity, from: base, count: vector.iov_len, at: offset)
+                guard let moved else { return -EIO }
                 total += moved
                 offset += Int64(moved)
                 if moved < vector.iov_len { break }

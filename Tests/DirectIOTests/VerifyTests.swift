@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import DirectIO
 @testable import DIOCommands
 
 /// `dio verify`: clean runs pass; corrupt, misplaced and lost blocks are each found and told

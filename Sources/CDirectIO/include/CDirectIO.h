@@ -118,6 +118,8 @@ static const uint64_t DIO_IORING_OFF_SQES = 0x10000000ULL;
 #endif
 // RWF_ATOMIC (include/uapi/linux/fs.h, Linux 6.11): the write lands whole or not at all.
 static const int DIO_RWF_ATOMIC = 0x00000040;
+// RWF_DSYNC: the write is durable when it completes (FUA where the device has it).
+static const int DIO_RWF_DSYNC = 0x00000002;
 #ifndef AT_EMPTY_PATH
 #define AT_EMPTY_PATH 0x1000
 #endif

@@ -56,6 +56,16 @@ extension DirectFile {
         return try run(operation, name: "atomic write", address: UInt(bitPattern: base), offset: offset, length: count, validated: true)
     }
 
+    /// Writes `count` bytes of `buffer` at `offset`, durable when this returns (RWF_DSYNC: one
+    /// request, FUA where the device has it, instead of a write and a data sync). Aligned
+    /// requests only: for layers (the append log) that keep their own blocks.
+    package func writeDurably<Buffer: IOBuffer & ~Copyable>(_ buffer: borrowing Buffer, count: Int, at offset: Int64) throws(DirectIOError) -> Int {
+        try checkFits(count, in: buffer.count, operation: "durable write", offset: offset)
+        var operation = IOOperation.write(fd: descriptor, fileSlot: fileSlot, from: buffer.baseAddress, count: count, at: offset, fixedSlot: engine.fixedIndex(of: buffer.poolSlot))
+        operation.rwFlags = DIO_RWF_DSYNC
+        return try run(operation, name: "durable write", address: UInt(bitPattern: buffer.baseAddress), offset: offset, length: count)
+    }
+
     // MARK: Caller memory
 
     /// Reads `buffer.count` bytes at `offset` into any caller memory. Returns the bytes read:

@@ -84,6 +84,13 @@ public struct DirectFile: ~Copyable {
         try rules.size(of: descriptor, operation: "size")
     }
 
+    /// Cuts the file to `size` bytes (ftruncate); not for block devices.
+    package func truncate(to size: Int64) throws(DirectIOError) {
+        do { try Sys.ftruncate(descriptor, size) } catch {
+            throw .system(error, operation: "truncate", call: "ftruncate", path: path, offset: size)
+        }
+    }
+
     /// Allocates disk space for `length` bytes at `offset` so later writes there cannot fail
     /// with ENOSPC (fallocate). With `keepSize`, the file's size does not change.
     public func preallocate(offset: Int64, length: Int64, keepSize: Bool = false) throws(DirectIOError) {
