@@ -40,7 +40,7 @@ let package = Package(
         .target(
             name: "DIOCommands",
             dependencies: [
-                "DirectIO", "CDirectIO",
+                "DirectIO", "DirectIOLog", "CDirectIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

@@ -35,6 +35,11 @@ public final class DurableLog: @unchecked Sendable {
     private let engine: IOEngine
     private let first: PoolBuffer
     private let second: PoolBuffer
+    /// Zeros, written ahead of the log's end (see `extend`).
+    private let zeros: PoolBuffer
+    private let growthBytes: Int
+    /// The file is written (data or zeros) up to here. Under `io`.
+    private var prepared: Int64
     private let bases: [UnsafeMutableRawPointer]
     private let capacity: Int
     private let io = ConditionLock(())
@@ -66,7 +71,10 @@ public final class DurableLog: @unchecked Sendable {
     ///   - engine: the engine for its I/O (default: one of its own).
     ///   - bufferBytes: the size of each of the two append buffers, and so of the largest
     ///     group one write makes durable (a multiple of the block).
-    public init(path: String, engine: IOEngine? = nil, bufferBytes: Int = 1 << 20) throws(DirectIOError) {
+    ///   - growthBytes: how far ahead of its end the log writes zeros, so appends overwrite
+    ///     blocks the file already has: a durable write that grows a file also commits the
+    ///     new size (a journal commit on ext4), one that overwrites does not.
+    public init(path: String, engine: IOEngine? = nil, bufferBytes: Int = 1 << 20, growthBytes: Int = 8 << 20) throws(DirectIOError) {
         let engine: IOEngine = if let engine { engine } else { try IOEngine() }
         let file = try DirectFile(path: path, options: OpenOptions(access: .readWrite, directIO: .required, create: true), engine: engine)
         let block = max(file.limits.offsetAlignment, 4096)
@@ -74,11 +82,12 @@ public final class DurableLog: @unchecked Sendable {
             throw DirectIOError(.invalidArgument, operation: "open log", path: path, length: bufferBytes,
                                 detail: "the buffer size must be a multiple of the log's \(block)-byte block, and at least two blocks")
         }
-        let pool = try BufferPool(count: 2, bufferBytes: bufferBytes)
+        let pool = try BufferPool(count: 3, bufferBytes: bufferBytes)
         engine.register(pool)
-        guard let first = pool.take(), let second = pool.take() else {
-            throw DirectIOError(.outOfMemory, operation: "open log", path: path, detail: "the log's two buffers could not be taken from their pool")
+        guard let first = pool.take(), let second = pool.take(), let zeros = pool.take() else {
+            throw DirectIOError(.outOfMemory, operation: "open log", path: path, detail: "the log's buffers could not be taken from their pool")
         }
+        zeros.baseAddress.initializeMemory(as: UInt8.self, repeating: 0, count: zeros.count)
         self.path = path
         self.blockBytes = block
         self.capacity = bufferBytes
@@ -86,6 +95,11 @@ public final class DurableLog: @unchecked Sendable {
         self.bases = [first.baseAddress, second.baseAddress]
         let (end, epoch) = try Self.recover(file, path: path, block: block, tailBuffer: first, scratch: second)
         self.epoch = epoch
+        self.zeros = zeros
+        self.growthBytes = max(growthBytes, 0) / block * block
+        // Past the recovered end whatever the size says (a simulated device's file on disk
+        // stays empty): zeros written there only replace bytes that are no records.
+        self.prepared = max(try file.size(), end + Int64(block) - 1) / Int64(block) * Int64(block)
         self.file = file
         self.engine = engine
         self.first = first
@@ -93,6 +107,9 @@ public final class DurableLog: @unchecked Sendable {
         let tailBase = end / Int64(block) * Int64(block)
         state = ConditionLock(State(activeBase: tailBase, appendedEnd: end, durableEnd: end))
     }
+
+    /// Whether the log's I/O goes through io_uring (else the blocking engine).
+    public var usesIOUring: Bool { engine.usesIOUring }
 
     /// The position after the last durable record: where the next record goes once durable.
     public var end: Int64 { state.withLock { $0.durableEnd } }
@@ -202,7 +219,8 @@ public final class DurableLog: @unchecked Sendable {
         if group.end > group.base {
             do throws(DirectIOError) {
                 let written = try io.withLock { _ throws(DirectIOError) in
-                    try group.buffer == 0
+                    try extend(past: group.base + Int64(group.count))
+                    return try group.buffer == 0
                         ? file.writeDurably(first, count: group.count, at: group.base)
                         : file.writeDurably(second, count: group.count, at: group.base)
                 }
@@ -222,6 +240,22 @@ public final class DurableLog: @unchecked Sendable {
                 state.durableEnd = max(state.durableEnd, group.end)
             }
         }
+    }
+
+    /// Writes zeros from the prepared end to `growthBytes` past `end`, then makes them and the
+    /// new size durable. Under `io`.
+    private func extend(past end: Int64) throws(DirectIOError) {
+        guard end > prepared, growthBytes > 0 else { return }
+        let target = end + Int64(growthBytes)
+        while prepared < target {
+            let count = Int(min(Int64(zeros.count), target - prepared))
+            let written = try file.write(zeros, count: count, at: prepared)
+            guard written == count else {
+                throw DirectIOError(.ioError, operation: "append", path: path, offset: prepared + Int64(written), length: count, detail: "writing zeros ahead of the log took \(written) of \(count) bytes")
+            }
+            prepared += Int64(count)
+        }
+        try file.sync(dataOnly: true)
     }
 
     // MARK: Reading

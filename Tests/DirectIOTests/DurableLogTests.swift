@@ -92,7 +92,7 @@ import DIOCommands
             var attempted: [[UInt8]] = []
             var acknowledged = 0
             do {
-                let log = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10)
+                let log = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10, growthBytes: 32 << 10)
                 device.cutPower(duringWriteAfter: Int(random.next() % 12), seed: seed)
                 while !device.isPoweredOff && attempted.count < 200 {
                     let count = 1 + Int(random.next() % 3)
@@ -105,7 +105,7 @@ import DIOCommands
                 #expect(device.isPoweredOff, "seed \(seed): \(error) without a power cut")
             }
             device.restorePower()
-            let recovered = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10).records().map(\.payload)
+            let recovered = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10, growthBytes: 32 << 10).records().map(\.payload)
             #expect(recovered.count >= acknowledged, "seed \(seed): \(acknowledged) records were acknowledged, \(recovered.count) recovered")
             #expect(recovered.count <= attempted.count)
             #expect(recovered == Array(attempted.prefix(recovered.count)), "seed \(seed): the recovered records are not a prefix of the appended ones")
@@ -132,7 +132,7 @@ import DIOCommands
             for round in 0..<3 {
                 var attempted: [[UInt8]] = []
                 do {
-                    let log = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10)
+                    let log = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10, growthBytes: 32 << 10)
                     #expect(try log.records().map(\.payload) == expected, "seed \(seed) round \(round)")
                     device.cutPower(duringWriteAfter: Int(random.next() % 6), seed: seed &+ UInt64(round))
                     while !device.isPoweredOff {
@@ -145,7 +145,7 @@ import DIOCommands
                     }
                 } catch {}
                 device.restorePower()
-                let recovered = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10).records().map(\.payload)
+                let recovered = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10, growthBytes: 32 << 10).records().map(\.payload)
                 let all = expected + attempted
                 #expect(recovered.count >= expected.count && recovered == Array(all.prefix(recovered.count)), "seed \(seed) round \(round)")
                 expected = recovered
@@ -173,7 +173,7 @@ import DIOCommands
             }
         }
         #expect(device.setContents(image, ofFileAt: path))
-        let log = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10)
+        let log = try DurableLog(path: path, engine: .inMemory(device), bufferBytes: 16 << 10, growthBytes: 32 << 10)
         #expect(try log.records().map { $0.payload[0] } == [1, 2])
         #expect(log.end == Int64(block + 2 * (LogRecord.headerBytes + 100)))
     }

@@ -1,6 +1,7 @@
 import CDirectIO
 import DirectIO
 import Glibc
+import DirectIOLog
 import Histogram
 
 /// Runs one job as `iodepth` threads, each making one I/O at a time at any offset, length and
@@ -13,9 +14,17 @@ enum SyncBenchRunner {
         if let problem = workload.validate() {
             throw DirectIOError(.invalidArgument, operation: "bench", path: path, detail: problem)
         }
+        // --api log: every thread appends to one log, a new file beside the target.
+        let logPath = path + ".log"
+        var log: DurableLog? = nil
+        if workload.api == .log {
+            _ = unlink(logPath)
+            log = try DurableLog(path: logPath)
+        }
+        defer { if log != nil { _ = unlink(logPath) } }
         let start = ProcessClock.nanoseconds()
         let window = (start: start + UInt64(workload.rampSeconds * 1e9), end: start + UInt64((workload.rampSeconds + workload.runtimeSeconds) * 1e9))
-        let callers = (0..<workload.iodepth).map { Caller(index: $0, workload: workload, path: path, sizeBytes: sizeBytes, window: window) }
+        let callers = (0..<workload.iodepth).map { Caller(index: $0, workload: workload, path: path, sizeBytes: sizeBytes, window: window, log: log) }
         for caller in callers { try caller.start() }
         // CPU over the measured window, taken here at its edges.
         func sleep(until deadline: UInt64) {
@@ -59,8 +68,10 @@ private final class Caller {
     var kind = EngineKind.blocking
     var notes: [String] = []
     var failure: (any Error)?
+    let log: DurableLog?
 
-    init(index: Int, workload: Workload, path: String, sizeBytes: Int64, window: (start: UInt64, end: UInt64)) {
+    init(index: Int, workload: Workload, path: String, sizeBytes: Int64, window: (start: UInt64, end: UInt64), log: DurableLog?) {
+        self.log = log
         self.index = index
         self.workload = workload
         self.path = path
@@ -88,7 +99,13 @@ private final class Caller {
     /// One I/O at a time until the window ends. The engine is made here: a thread-per-core
     /// ring belongs to the thread that created it.
     private func loop() throws {
-        let io: any OneAtATime = workload.api == .posix ? try PlainIO(path: path, workload: workload) : try DirectFileIO(path: path, workload: workload)
+        let io: any OneAtATime = if let log {
+            LogIO(log, syncEvery: workload.fdatasyncEvery)
+        } else if workload.api == .posix {
+            try PlainIO(path: path, workload: workload)
+        } else {
+            try DirectFileIO(path: path, workload: workload)
+        }
         kind = io.kind
         notes = io.notes
         let memory = try AlignedBuffer(byteCount: workload.maxBlockBytes + workload.bufferOffset)
@@ -155,6 +172,40 @@ private final class DirectFileIO: OneAtATime {
     func syncData() throws { try file.sync(dataOnly: true) }
 }
 
+/// `--api log`: appends to a `DurableLog` shared by every thread. Each record is durable when
+/// its write returns, or with `--fdatasync N`, the N records of a thread are appended together
+/// (one wait) at its Nth write, as a caller of `append(contentsOf:)` would.
+private final class LogIO: OneAtATime {
+    let log: DurableLog
+    let syncEvery: Int
+    var pending: [[UInt8]] = []
+
+    init(_ log: DurableLog, syncEvery: Int) {
+        self.log = log
+        self.syncEvery = syncEvery
+    }
+
+    var kind: EngineKind { log.usesIOUring ? .ioUring : .blocking }
+    var notes: [String] { ["log \(log.path), \(log.blockBytes)-byte blocks"] }
+    var bytesBounced: Int64 { 0 }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        throw DirectIOError(.invalidArgument, operation: "bench", path: log.path, detail: "--api log only appends")
+    }
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws -> Int {
+        if syncEvery <= 1 {
+            _ = try log.append(buffer)
+        } else {
+            pending.append([UInt8](buffer))
+        }
+        return buffer.count
+    }
+    func syncData() throws {
+        guard !pending.isEmpty else { return }
+        _ = try log.append(contentsOf: pending)
+        pending.removeAll(keepingCapacity: true)
+    }
+}
+
 /// `--api posix`: plain O_DIRECT pread/pwrite with the least work an unaligned request needs.
 /// A read is widened to whole blocks and copied out; a write reads the blocks it covers only
 /// partly (the whole covering range in one pread when that is at most 64 KiB, else each edge
@@ -167,10 +218,12 @@ private final class PlainIO: OneAtATime {
 
     init(path: String, workload: Workload) throws {
         self.path = path
-        block = Int64(max(try DeviceLimits.of(path: path).offsetAlignment, 1))
+        // Buffered (--mode buffered): plain pread/pwrite through the page cache, no alignment.
+        let direct = workload.mode == .direct
+        block = direct ? Int64(max(try DeviceLimits.of(path: path).offsetAlignment, 1)) : 1
         scratch = try AlignedBuffer(byteCount: workload.maxBlockBytes + 2 * Int(block))
-        fd = open(path, (workload.pattern.writes ? O_RDWR : O_RDONLY) | O_CLOEXEC | DIO_O_DIRECT)
-        guard fd >= 0 else { throw DirectIOError(.ioError, operation: "bench (posix)", path: path, detail: "open with O_DIRECT failed (errno \(errno))") }
+        fd = open(path, (workload.pattern.writes ? O_RDWR : O_RDONLY) | O_CLOEXEC | (direct ? DIO_O_DIRECT : 0))
+        guard fd >= 0 else { throw DirectIOError(.ioError, operation: "bench (posix)", path: path, detail: "open\(direct ? " with O_DIRECT" : "") failed (errno \(errno))") }
     }
 
     deinit { close(fd) }
