@@ -69,6 +69,11 @@ import Testing
         #expect(reused == plan)
         let block = Int64(limits.offsetAlignment)
         let total = segments.reduce(0) { $0 + $1.length }
+        guard total > 0 else {
+            // Nothing to move: nothing planned, not even the widening.
+            #expect(plan == TransferPlan())
+            return
+        }
         let start = fileOffset, end = fileOffset + Int64(total)
         let first = start / block * block
         let last = (end + block - 1) / block * block
