@@ -1,6 +1,7 @@
 import Testing
 import DirectIO
 import DirectIOTesting
+import DirectIOLog
 
 /// The README's examples, run as written (on a scratch file instead of /data/table.db), so
 /// the first code a user copies compiles and does what it says.
@@ -117,5 +118,21 @@ import DirectIOTesting
             let bytes = Array(survived[block..<block + 4096])
             #expect(bytes == [UInt8](repeating: 2, count: 4096) || bytes == [UInt8](repeating: 0, count: 4096))
         }
+    }
+
+    @Test func theLogExampleRunsAsWritten() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let record1: [UInt8] = [1], record2: [UInt8] = [2, 2]
+        var replayed: [(Int64, [UInt8])] = []
+        func replay(_ position: Int64, _ payload: [UInt8]) { replayed.append((position, payload)) }
+
+        let log = try DurableLog(path: directory + "/wal")        // recovers the valid end on open
+        let position = try log.append(Array("commit 42".utf8))    // returns once durable
+        let many = try log.append(contentsOf: [record1, record2])  // one wait for many
+        for (position, payload) in try log.records() { replay(position, payload) }
+
+        #expect(replayed.map(\.0) == [position] + many)
+        #expect(replayed.map(\.1) == [Array("commit 42".utf8), record1, record2])
     }
 }
