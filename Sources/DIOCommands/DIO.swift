@@ -8,5 +8,5 @@ public struct DIO: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "dio",
         abstract: "Direct I/O for Linux: inspect device limits, move bytes without copies.",
-        subcommands: [Inspect.self, Bench.self, BenchSend.self, Verify.self, Copy.self])
+        subcommands: [Inspect.self, Bench.self, BenchSend.self, Verify.self, Copy.self, LogCommand.self])
 }

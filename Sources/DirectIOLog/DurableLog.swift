@@ -13,10 +13,14 @@ import DirectIO
 /// no bounce buffer).
 ///
 /// Reopening finds the valid end: records are checked one by one from the start (`LogRecord`:
-/// length, CRC-32C over position and payload), and the first that does not check ends the log;
-/// everything after it is cut off, so a torn tail is never returned and nothing written later
-/// can follow it. A write that fails leaves the log failed: every later call throws that error,
-/// and reopening recovers what is durable (a log cannot know what a failed write left behind).
+/// length, epoch, CRC-32C over position and payload), and the first that does not check ends
+/// the log, so a torn tail is never returned; each open writes a new epoch into the header, so
+/// bytes an earlier open left past the end can never pass for records after newer ones. A
+/// write that fails leaves the log failed: every later call throws that error, and reopening
+/// recovers what is durable (a log cannot know what a failed write left behind).
+///
+/// The log writes zeros ahead of its end (`growthBytes`), so group writes overwrite blocks the
+/// file already has: a durable write that grows a file commits its new size as well.
 public final class DurableLog: @unchecked Sendable {
     // Unchecked: `file` and the buffers are used by one thread at a time, under `io`; the
     // rest is behind `state`.

@@ -177,4 +177,43 @@ import DIOCommands
         #expect(try log.records().map { $0.payload[0] } == [1, 2])
         #expect(log.end == Int64(block + 2 * (LogRecord.headerBytes + 100)))
     }
+
+    /// A real file, a writer process killed with SIGKILL at a random moment mid-append
+    /// (`dio log fill`, which prints each record once durable): reopened, the log holds a
+    /// prefix of the writer's records with every one it printed.
+    @Test func aWriterKilledMidAppendLeavesEveryPrintedRecord() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        for round in 0..<4 {
+            let path = directory + "/wal\(round)"
+            let seed = UInt64(round + 1), maxBytes = 6000
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: TestSupport.dioExecutable)
+            process.arguments = ["log", "fill", path, "--count", "1000000", "--group", String(1 + round * 3), "--max-bytes", String(maxBytes), "--seed", String(seed)]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            // Let it append for a while (a different moment each round), then kill it.
+            usleep(UInt32(150_000 + round * 70_000))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            #expect(process.terminationReason == .uncaughtSignal, "round \(round): the writer ended before it was killed")
+            let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                .split(separator: "\n").compactMap { line -> (Int, Int64)? in
+                    let fields = line.split(separator: " ")
+                    guard fields.count == 2, let index = Int(fields[0]), let position = Int64(fields[1]) else { return nil }
+                    return (index, position)
+                }
+            #expect(printed.count > 10, "round \(round): only \(printed.count) records were durable before the kill")
+            let recovered = try DurableLog(path: path).records()
+            #expect(recovered.count >= printed.count, "round \(round): \(printed.count) printed, \(recovered.count) recovered")
+            for (index, record) in recovered.enumerated() {
+                #expect(record.payload == LogCommand.Fill.record(seed: seed, index: index, maxBytes: maxBytes), "round \(round): record \(index) is not the writer's")
+            }
+            for (index, position) in printed where index < recovered.count {
+                #expect(recovered[index].position == position)
+            }
+        }
+    }
 }

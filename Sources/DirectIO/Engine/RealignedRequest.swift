@@ -47,12 +47,12 @@ final class RealignedRequest {
     }
 
     var offset: Int64 { parts.offset }
+    var counters: TransferCounters? { parts.counters }
 
     /// The finished request's plan, for `SparePlans`.
     func takePlan() -> TransferPlan {
         parts.realignment.takePlan()
     }
-    var counters: TransferCounters? { parts.counters }
 
     /// What comes after a step.
     enum Next {

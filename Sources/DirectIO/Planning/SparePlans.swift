@@ -1,11 +1,11 @@
-import Synchronization
-
 /// Plans handed back after their transfers, for the next transfers to plan into: a plan's
 /// lists keep their storage, so planning a realigned request allocates nothing once a few
 /// plans of the usual shape have been made. Each engine keeps one set (its synchronous and
 /// batched requests), each runtime another (its tasks').
 final class SparePlans: Sendable {
-    private let plans = Mutex<[TransferPlan]>([])
+    // A pthread mutex (ConditionLock), not Synchronization's Mutex: ThreadSanitizer sees the
+    // ordering of the former only (a CI run reported the latter's accesses as races).
+    private let plans = ConditionLock<[TransferPlan]>([])
     private let limit: Int
 
     /// - Parameter limit: plans kept at most (about the requests that realign at once).
