@@ -55,6 +55,15 @@ import Testing
         #expect(Verify.helpMessage().contains("(default: 64m)"))
     }
 
+    @Test func everySubcommandShowsAnExample() {
+        var commands: [any ParsableCommand.Type] = DIO.configuration.subcommands
+        commands += LogCommand.configuration.subcommands
+        for command in commands where command != LogCommand.self {
+            let help = command.helpMessage()
+            #expect(help.contains("Example"), "dio \(command.configuration.commandName ?? "\(command)") --help shows no example")
+        }
+    }
+
     @Test func aDirectoryIsCalledADirectory() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

@@ -12,6 +12,8 @@ public struct Bench: ParsableCommand {
             benchmark creates are filled with random data before anything is timed. Without \
             --rw, runs the standard suite: 4k randread QD32, 1m read QD8, 1m write QD8, 1m read QD8 into buffers 8 bytes off a page.
             Options mean what fio's options of the same name mean.
+
+            Examples: dio bench /data/fio.dat --rw randread --bs 4k --iodepth 32; dio bench --rw randwrite --bs 4000 --blockalign 1 --api sync --iodepth 1; dio bench --rw write --bsrange 1-9000 --bs-unaligned --fdatasync 64 --api log
             """)
 
     public init() {}

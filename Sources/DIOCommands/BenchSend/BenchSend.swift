@@ -13,6 +13,8 @@ public struct BenchSend: ParsableCommand {
             system of the whole process, reader included, so the paths are charged alike). An untimed \
             pass first brings the file into the page cache; send-zc reads it with O_DIRECT \
             regardless.
+
+            Example: dio bench-send /data/video.mp4 --json
             """)
 
     public init() {}

@@ -14,6 +14,8 @@ public struct Copy: ParsableCommand {
             (--verify), then renamed over DST: an interrupted copy (Ctrl-C, kill -9, a full \
             disk) leaves DST as it was. Mode, size and holes are kept. --strategy direct keeps \
             the page cache out of huge copies.
+
+            Example: dio copy /data/table.db /backup/table.db
             """)
 
     public init() {}

@@ -12,6 +12,8 @@ public struct Verify: ParsableCommand {
             an earlier sequence is a lost write, one with a bad checksum is torn or corrupt. \
             Exits non-zero on any mismatch. --buffer-offset and --offset-jitter misalign memory \
             and file offsets so the bounce and read-modify-write paths are verified too.
+
+            Example: dio verify /dev/loop0 --size 64m --buffer-offset 8 --offset-jitter 100
             """)
 
     public init() {}
