@@ -21,9 +21,14 @@ import DirectIO
 ///
 /// The log writes zeros ahead of its end (`growthBytes`), so group writes overwrite blocks the
 /// file already has: a durable write that grows a file commits its new size as well.
+///
+/// Unchecked sendability: the stored `let`s are immutable after `init` (which runs recovery
+/// before the log is shared). `file`, `engine` and `prepared` are touched only with `io` held.
+/// The buffers' memory is written by appenders only with `state` held and only in the active
+/// buffer; a group's buffer stops being active (under `state`) before its write starts, and
+/// becomes active again only after `finish` has published the write's outcome under `state`
+/// (`flushing` allows one group at a time), so no appender writes memory the kernel reads.
 public final class DurableLog: @unchecked Sendable {
-    // Unchecked: `file` and the buffers are used by one thread at a time, under `io`; the
-    // rest is behind `state`.
 
     public let path: String
     /// The log's block: the file's direct-I/O write alignment, at least 4 KiB.

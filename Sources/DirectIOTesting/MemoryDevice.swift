@@ -96,7 +96,7 @@ public final class MemoryDevice: Sendable {
     @discardableResult
     public func powerCut(seed: UInt64) -> PowerCut {
         let blockSize = cache?.logicalBlockSize ?? 4096
-        var random = SeededRandom(seed: seed)
+        var random = SplitMix(seed: seed)
         var outcome = PowerCut()
         files.withLock { files in
             for identity in files.keys.sorted(by: { ($0.device, $0.inode) < ($1.device, $1.inode) }) {
@@ -256,20 +256,8 @@ public final class MemoryDevice: Sendable {
     }
 }
 
-/// SplitMix64: the same seed, the same power cut.
-private struct SeededRandom {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+/// The choices of a power cut, from its seed.
+private extension SplitMix {
     mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 
     mutating func shuffle(_ values: inout [Int]) {

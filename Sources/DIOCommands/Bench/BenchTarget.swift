@@ -101,32 +101,3 @@ final class BenchTarget {
         }
     }
 }
-
-/// A fast seeded generator (splitmix64): offsets and data for benchmarks and tests.
-public struct SplitMix: Sendable {
-    private var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    @inline(__always)
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Fills `bytes` with random data, eight bytes per step.
-    public mutating func fill(_ bytes: UnsafeMutableRawBufferPointer) {
-        var offset = 0
-        while offset + 8 <= bytes.count {
-            bytes.storeBytes(of: next(), toByteOffset: offset, as: UInt64.self)
-            offset += 8
-        }
-        while offset < bytes.count {
-            bytes[offset] = UInt8(truncatingIfNeeded: next())
-            offset += 1
-        }
-    }
-}
