@@ -93,5 +93,29 @@ uint32_t dio_crc32c(uint32_t crc, const void *bytes, size_t length) {
     return ~crc32c_bytes(crc, p, length);
 }
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DIO_TSAN 1
+#endif
+#endif
+
+#ifdef DIO_TSAN
+void __tsan_acquire(void *addr);
+#endif
+
+// The Swift runtime tells ThreadSanitizer that a continuation's resume happens before its task
+// runs again only when the task had already suspended (swift_job_run acquires what
+// swift_continuation_resume released). When the resume wins the race to the task's await, the
+// task goes on without that acquire and ThreadSanitizer reports the resumer's read of the
+// continuation's context against the task's next use of that memory. This is the missing
+// acquire, on the same address (the task); a no-op in builds without ThreadSanitizer.
+void dio_tsan_acquire(const void *address) {
+#ifdef DIO_TSAN
+    __tsan_acquire((void *)address);
+#else
+    (void)address;
+#endif
+}
+
 // SwiftPM needs at least one symbol in a C target's object file.
 int dio_shim_version(void) { return 1; }

@@ -158,6 +158,10 @@ struct dio_file_clone_range {
 };
 
 
+/// Tells ThreadSanitizer that whatever was released on `address` happens before this point
+/// (see shim.c; a no-op without ThreadSanitizer).
+void dio_tsan_acquire(const void *address);
+
 static inline void *dio_map_failed(void) { return MAP_FAILED; }
 static inline int dio_errno(void) { return errno; }
 static inline void dio_set_errno(int value) { errno = value; }

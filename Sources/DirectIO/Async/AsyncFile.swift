@@ -253,10 +253,10 @@ public final class AsyncFile: Sendable {
         let worker = runtime.worker(home: home)
         let outcome: IOOutcome
         if request.scope != nil {
-            outcome = await withUnsafeContinuation { worker.submit(request, resuming: $0) }
+            outcome = await suspend { worker.submit(request, resuming: $0) }
         } else {
             outcome = await withTaskCancellationHandler {
-                await withUnsafeContinuation { worker.submit(request, resuming: $0) }
+                await suspend { worker.submit(request, resuming: $0) }
             } onCancel: {
                 request.markCancelled()
                 worker.post(.cancel(request))
@@ -273,10 +273,10 @@ public final class AsyncFile: Sendable {
     nonisolated(nonsending) func perform(_ first: AsyncRequest, _ second: AsyncRequest, name: String, offset: Int64) async throws -> (IOOutcome, IOOutcome) {
         let worker = runtime.worker(home: home)
         if first.scope != nil {
-            await withUnsafeContinuation { worker.submit(first, second, resuming: $0) }
+            await suspend { worker.submit(first, second, resuming: $0) }
         } else {
             await withTaskCancellationHandler {
-                await withUnsafeContinuation { worker.submit(first, second, resuming: $0) }
+                await suspend { worker.submit(first, second, resuming: $0) }
             } onCancel: {
                 for request in [first, second] {
                     request.markCancelled()

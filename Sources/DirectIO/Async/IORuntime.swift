@@ -114,7 +114,7 @@ public final class IORuntime: Sendable {
     package func ringStatistics() async -> [EngineStatistics] {
         var all: [EngineStatistics] = []
         for worker in workers {
-            let counted = await withCheckedContinuation { (done: CheckedContinuation<EngineStatistics, Never>) in
+            let counted = await suspend { (done: UnsafeContinuation<EngineStatistics, Never>) in
                 if !worker.post(.statistics({ done.resume(returning: $0) })) { done.resume(returning: EngineStatistics()) }
             }
             all.append(counted)
@@ -125,7 +125,7 @@ public final class IORuntime: Sendable {
     /// Registers `pool` as fixed buffers with every ring.
     public func register(_ pool: BufferPool) async {
         for worker in workers {
-            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            await suspend { (done: UnsafeContinuation<Void, Never>) in
                 if !worker.post(.register(pool, { done.resume() })) { done.resume() }
             }
         }
@@ -137,7 +137,7 @@ public final class IORuntime: Sendable {
     /// kernel may use it. I/O started afterwards fails with `.cancelled`.
     public func shutdown(cancellingInFlight: Bool = false) async {
         for worker in workers {
-            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            await suspend { (done: UnsafeContinuation<Void, Never>) in
                 if !worker.post(.stop(cancelInFlight: cancellingInFlight, done)) { done.resume() }
             }
         }

@@ -38,7 +38,7 @@ final class RingWorker: @unchecked Sendable {
         /// Hand the engine's counters to the closure (read on the worker's thread, which owns them).
         case statistics(@Sendable (EngineStatistics) -> Void)
         /// Finish (or cancel) what is in flight, then exit; resumes the continuation, if any, once done.
-        case stop(cancelInFlight: Bool, CheckedContinuation<Void, Never>?)
+        case stop(cancelInFlight: Bool, UnsafeContinuation<Void, Never>?)
     }
 
     private struct Inbox: Sendable {
@@ -79,7 +79,7 @@ final class RingWorker: @unchecked Sendable {
         /// recorded in the engine's slots alone, which resume their tasks).
         var backlog: [AsyncRequest] = []
         var backlogHead = 0
-        var stopWaiters: [CheckedContinuation<Void, Never>] = []
+        var stopWaiters: [UnsafeContinuation<Void, Never>] = []
         var stopping = false
         var backoff = EnterBackoff()
         /// Jobs enqueued by this worker's own thread (a task resumed here, on this executor): no

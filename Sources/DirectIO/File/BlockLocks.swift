@@ -76,7 +76,7 @@ final class BlockLocks: Sendable {
     /// Locks `keys` from a task: suspends while another write holds any of them.
     func lock(_ keys: Keys) async {
         guard !keys.isEmpty, !state.withLock({ $0.tryLock(keys) }) else { return }
-        await withUnsafeContinuation { (resume: UnsafeContinuation<Void, Never>) in
+        await suspend { (resume: UnsafeContinuation<Void, Never>) in
             // Checked again under the lock: an unlock may have come in between.
             let granted = state.withLock { state -> Bool in
                 if state.tryLock(keys) { return true }

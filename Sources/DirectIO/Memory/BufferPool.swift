@@ -142,7 +142,7 @@ public final class BufferPool: Sendable, CustomStringConvertible {
             return buffer
         }
         let waiter = Waiter()
-        await withUnsafeContinuation { (resume: UnsafeContinuation<Void, Never>) in
+        await suspend { (resume: UnsafeContinuation<Void, Never>) in
             // Looked at again under the lock: a buffer may have come back in between.
             let ready = state.withLock { state -> Bool in
                 if let index = state.free.popLast() {
