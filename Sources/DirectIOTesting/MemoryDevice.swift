@@ -66,6 +66,20 @@ public final class MemoryDevice: Sendable {
         var offset: Int
         var bytes: [UInt8]
         var atomic: Bool
+
+        /// The parts of this write outside `range` (none, one or two).
+        func outside(_ range: Range<Int>) -> [PendingWrite] {
+            let end = offset + bytes.count
+            guard range.lowerBound < end && offset < range.upperBound else { return [self] }
+            var parts: [PendingWrite] = []
+            if offset < range.lowerBound {
+                parts.append(PendingWrite(offset: offset, bytes: Array(bytes[0..<(range.lowerBound - offset)]), atomic: atomic))
+            }
+            if range.upperBound < end {
+                parts.append(PendingWrite(offset: range.upperBound, bytes: Array(bytes[(range.upperBound - offset)...]), atomic: atomic))
+            }
+            return parts
+        }
     }
 
     /// - Parameter writeCache: simulate a volatile write cache (`powerCut(seed:)` then loses,
@@ -209,6 +223,9 @@ public final class MemoryDevice: Sendable {
             Self.apply(bytes[...], at: Int(offset), to: &state.current)
             if cache == nil || durable {
                 Self.apply(bytes[...], at: Int(offset), to: &state.durable)
+                // A device's cache holds the newest data of each block: what an earlier write
+                // left there can no longer reach the medium over this one.
+                state.pending = state.pending.flatMap { $0.outside(Int(offset)..<Int(offset) + count) }
             } else {
                 state.pending.append(PendingWrite(offset: Int(offset), bytes: bytes, atomic: atomic))
             }
@@ -274,6 +291,19 @@ extension IOEngine {
     /// storage code (and DirectIO) with every byte that reaches the device observable.
     public static func inMemory(_ device: MemoryDevice, faults: FaultPlan? = nil, queueDepth: Int = 64) throws(DirectIOError) -> IOEngine {
         try IOEngine(.blocking, queueDepth: queueDepth, ringFlags: .anyThread, fixedBufferSlots: 0, fixedFileSlots: 0) { _ in
+            let memory = MemoryBackend(device: device, capacity: queueDepth * 2)
+            guard let faults else { return memory }
+            return FaultInjectingBackend(wrapping: memory, plan: faults)
+        }
+    }
+}
+
+extension IORuntime {
+    /// A runtime whose rings are served by `device` (with `faults` between, if given): async
+    /// code tested against the same observable bytes, faults and power cuts as `inMemory`
+    /// engines. Each ring is a thread over its own in-memory engine.
+    public static func inMemory(_ device: MemoryDevice, faults: FaultPlan? = nil, rings: Int = 1, queueDepth: Int = 64) throws(DirectIOError) -> IORuntime {
+        try IORuntime(rings: rings, queueDepth: queueDepth, engine: .blocking, bounceBuffers: 8, bounceBufferBytes: 256 << 10) { _ in
             let memory = MemoryBackend(device: device, capacity: queueDepth * 2)
             guard let faults else { return memory }
             return FaultInjectingBackend(wrapping: memory, plan: faults)

@@ -128,6 +128,27 @@ public final class AsyncFile: Sendable {
         return outcome.bytes
     }
 
+    /// Writes `count` bytes of `buffer` at `offset`, with RWF_DSYNC when `durably` (durable
+    /// when it returns; FUA where the device has it). The task's cancellation does not stop
+    /// it: for writes that more than the calling task wait on (`DurableLog`'s group commit).
+    /// Aligned memory and offsets only.
+    nonisolated(nonsending) package func writeToTheEnd(_ buffer: borrowing PoolBuffer, count: Int, at offset: Int64, durably: Bool) async throws -> Int {
+        let name = durably ? "durable write" : "write"
+        try rules.checkFits(count, in: buffer.count, operation: name, offset: offset)
+        let address = UInt(bitPattern: buffer.baseAddress)
+        if let violation = rules.alignment.violation(address: address, offset: offset, length: count, isRead: false) {
+            throw DirectIOError(.misaligned, operation: name, path: path, offset: offset, length: count, detail: AlignmentCheck.describe(violation, limits: limits, isRead: false))
+        }
+        let request = AsyncRequest(opcode: .write, fd: descriptor, address: address, length: count, offset: offset, poolSlot: buffer.poolSlot,
+                                   blockBytes: rules.alignment.writeAlignment, rwFlags: durably ? DIO_RWF_DSYNC : 0)
+        let outcome = try await perform(request, name: name, offset: offset, cancellable: false)
+        if let errno = outcome.errno {
+            throw rules.failure(errno, name: name, call: runtime.usesIOUring ? "WRITE" : "pwritev2", address: address, offset: offset, length: count, isRead: false, done: outcome.bytes)
+        }
+        if isDirect { counters.add(TransferStatistics(bytesDirect: outcome.bytes)) }
+        return outcome.bytes
+    }
+
     // MARK: Caller memory
 
     /// Reads into caller memory, which must stay valid until this returns (it returns only
@@ -249,10 +270,12 @@ public final class AsyncFile: Sendable {
     /// Submits `request` and waits for its final completion, also when the task is cancelled
     /// meanwhile (cancellation is forwarded to the kernel, then awaited): by the request's
     /// `IOScope`, or else by a handler around this one request.
-    @inline(__always) nonisolated(nonsending) func perform(_ request: AsyncRequest, name: String, offset: Int64) async throws -> IOOutcome {
+    /// With `cancellable: false` the task's cancellation is not forwarded: the request runs to
+    /// its end (for writes that serve more than the calling task, like a log's group write).
+    @inline(__always) nonisolated(nonsending) func perform(_ request: AsyncRequest, name: String, offset: Int64, cancellable: Bool = true) async throws -> IOOutcome {
         let worker = runtime.worker(home: home)
         let outcome: IOOutcome
-        if request.scope != nil {
+        if request.scope != nil || !cancellable {
             outcome = await suspend { worker.submit(request, resuming: $0) }
         } else {
             outcome = await withTaskCancellationHandler {

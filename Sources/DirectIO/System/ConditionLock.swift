@@ -44,11 +44,12 @@ package final class ConditionLock<State: Sendable>: @unchecked Sendable {
     }
 
     /// Changes the state and wakes every waiter to look at it again.
-    package func updateAndBroadcast(_ body: (inout State) -> Void) {
+    package func updateAndBroadcast<R>(_ body: (inout State) -> R) -> R {
         pthread_mutex_lock(mutex)
-        body(&state.pointee)
+        let result = body(&state.pointee)
         pthread_cond_broadcast(condition)
         pthread_mutex_unlock(mutex)
+        return result
     }
 
     /// Waits until `attempt` returns a value, calling it with the lock held each time the

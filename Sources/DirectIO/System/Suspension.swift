@@ -10,7 +10,7 @@ import CDirectIO
 /// thread and the task's next suspension. The continuation's value is the task's address,
 /// which is where the runtime releases.
 @inline(__always)
-nonisolated(nonsending) func suspend<T>(until submit: (UnsafeContinuation<T, Never>) -> Void) async -> T {
+nonisolated(nonsending) package func suspend<T>(until submit: (UnsafeContinuation<T, Never>) -> Void) async -> T {
     var task: UnsafeRawPointer?
     let value = await withUnsafeContinuation { (continuation: UnsafeContinuation<T, Never>) in
         task = unsafeBitCast(continuation, to: UnsafeRawPointer.self)
