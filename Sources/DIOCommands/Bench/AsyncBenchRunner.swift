@@ -1,5 +1,6 @@
 import Dispatch
 import DirectIO
+import DirectIOLog
 import Glibc
 import Histogram
 
@@ -8,7 +9,8 @@ import Histogram
 /// tasks run on Swift's global executor and every request crosses to the ring's thread; with
 /// `async-executor`, they run on the ring's own executor and submit with no handoff; with
 /// `async-scoped`, they also pass one `IOScope` each to every call (one cancellation handler
-/// per task, not per I/O).
+/// per task, not per I/O). With `log-async`, the tasks (on the global executor) append their
+/// writes as records to one `DurableLog` beside the target instead.
 enum AsyncBenchRunner {
     /// What one task measured in the window.
     ///
@@ -39,13 +41,18 @@ enum AsyncBenchRunner {
         let access: OpenOptions.Access = workload.pattern.writes ? .readWrite : .readOnly
         let file = try AsyncFile(path: path, options: OpenOptions(access: access, directIO: workload.mode == .direct ? .required : .disabled), runtime: runtime)
         var notes = pool.mapping.notes
+        let logPath = path + ".log"
+        if workload.api == .logAsync { _ = unlink(logPath) }
+        let log: DurableLog? = workload.api == .logAsync ? try DurableLog(path: logPath, runtime: runtime) : nil
+        if let log { notes.append("log \(logPath), \(log.blockBytes)-byte blocks") }
+        defer { if log != nil { _ = unlink(logPath) } }
         if !runtime.usesIOUring { notes.append("io_uring unavailable: the runtime's rings drive the blocking engine") }
 
         let outcome = ResultBox()
         let done = DispatchSemaphore(value: 0)
         Task {
             if workload.buffers == .registered { await runtime.register(pool) }
-            outcome.value = await measure(workload, file: file, pool: pool, runtime: runtime, sizeBytes: sizeBytes)
+            outcome.value = await measure(workload, file: file, log: log, pool: pool, runtime: runtime, sizeBytes: sizeBytes)
             await runtime.shutdown()
             done.signal()
         }
@@ -55,7 +62,7 @@ enum AsyncBenchRunner {
         }
         if let failure = totals.failure { throw DirectIOError(.ioError, operation: "bench", path: path, detail: failure) }
         // The file counts from the first I/O, ramp included: the window's bytes in that share.
-        let counted = file.statistics
+        let counted = log == nil ? file.statistics : TransferStatistics()
         let bounced = counted.bytesBounced == 0 ? 0 : totals.bytes * Int64(counted.bytesBounced) / Int64(counted.bytesBounced + counted.bytesDirect)
         return BenchResult(
             workload: workload, engine: runtime.usesIOUring ? .ioUring : .blocking, ios: totals.ios, bytes: totals.bytes, seconds: seconds,
@@ -74,22 +81,22 @@ enum AsyncBenchRunner {
         var value: (TaskTotals, Double, (user: Double, system: Double))?
     }
 
-    private static func measure(_ workload: Workload, file: AsyncFile, pool: BufferPool, runtime: IORuntime, sizeBytes: Int64) async -> (TaskTotals, Double, (user: Double, system: Double)) {
+    private static func measure(_ workload: Workload, file: AsyncFile, log: DurableLog?, pool: BufferPool, runtime: IORuntime, sizeBytes: Int64) async -> (TaskTotals, Double, (user: Double, system: Double)) {
         let start = ProcessClock.nanoseconds()
         let rampEnd = start + UInt64(workload.rampSeconds * 1e9)
         let end = rampEnd + UInt64(workload.runtimeSeconds * 1e9)
         let blocks = UInt64(sizeBytes / Int64(workload.blockBytes))
-        let executor: (any TaskExecutor)? = workload.api == .async ? nil : runtime.executor(ring: 0)
+        let executor: (any TaskExecutor)? = workload.api == .async || workload.api == .logAsync ? nil : runtime.executor(ring: 0)
         let scoped = workload.api == .asyncScoped
         return await withTaskGroup(of: TaskTotals.self) { group in
             for index in 0..<workload.iodepth {
                 group.addTask(executorPreference: executor) {
                     if scoped {
                         await runtime.withIOScope { scope in
-                            await oneCaller(index, workload: workload, file: file, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end, scope: scope)
+                            await oneCaller(index, workload: workload, file: file, log: log, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end, scope: scope)
                         }
                     } else {
-                        await oneCaller(index, workload: workload, file: file, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end, scope: nil)
+                        await oneCaller(index, workload: workload, file: file, log: log, pool: pool, blocks: blocks, rampEnd: rampEnd, end: end, scope: nil)
                     }
                 }
             }
@@ -113,7 +120,7 @@ enum AsyncBenchRunner {
     }
 
     /// One caller: its own buffer, one I/O at a time until the window ends.
-    nonisolated(nonsending) private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64, scope: IOScope?) async -> TaskTotals {
+    nonisolated(nonsending) private static func oneCaller(_ index: Int, workload: Workload, file: AsyncFile, log: DurableLog?, pool: BufferPool, blocks: UInt64, rampEnd: UInt64, end: UInt64, scope: IOScope?) async -> TaskTotals {
         var totals = TaskTotals()
         totals.histogram.autoResize = true
         var samples: [UInt64] = []
@@ -128,6 +135,8 @@ enum AsyncBenchRunner {
         // Unaligned jobs: sequential callers take turns through the file, each from its slice.
         var slice = Int64(blocks) * Int64(workload.blockBytes) / Int64(workload.iodepth) * Int64(index)
         var writesDone = 0
+        // --api log-async with --fdatasync N: this task's records, appended together at its Nth.
+        var pending: [[UInt8]] = []
         // One clock read per I/O: a completion's time is its successor's submission time, as
         // in the batched runner (which reads the clock once per reaped batch).
         var now = ProcessClock.nanoseconds()
@@ -148,7 +157,19 @@ enum AsyncBenchRunner {
             if submitted >= end { break }
             do {
                 let moved: Int
-                if workload.atomic {
+                if let log {
+                    let record = UnsafeRawBufferPointer(start: buffer.baseAddress, count: count)
+                    if workload.fdatasyncEvery <= 1 {
+                        _ = try await log.append(record)
+                    } else {
+                        pending.append([UInt8](record))
+                        if pending.count == workload.fdatasyncEvery {
+                            _ = try await log.append(contentsOf: pending)
+                            pending.removeAll(keepingCapacity: true)
+                        }
+                    }
+                    moved = count
+                } else if workload.atomic {
                     moved = try await file.atomicWrite(buffer, count: count, at: offset, in: scope)
                 } else if workload.bufferOffset == 0 {
                     moved = writes ? try await file.write(buffer, count: count, at: offset, in: scope) : try await file.read(into: &buffer, count: count, at: offset, in: scope)
@@ -156,7 +177,7 @@ enum AsyncBenchRunner {
                     let memory = UnsafeMutableRawBufferPointer(start: buffer.baseAddress + workload.bufferOffset, count: count)
                     moved = writes ? try await file.write(UnsafeRawBufferPointer(memory), at: offset, in: scope) : try await file.read(into: memory, at: offset, in: scope)
                 }
-                if writes {
+                if writes && log == nil {
                     writesDone += 1
                     if workload.fdatasyncEvery > 0 && writesDone % workload.fdatasyncEvery == 0 { try await file.sync(dataOnly: true, in: scope) }
                 }

@@ -57,7 +57,7 @@ public struct Bench: ParsableCommand {
     @Option(help: "auto (io_uring where this process may set up a ring, else blocking, said in the job's note), uring or blocking.")
     var engine: EngineArgument = .auto
 
-    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls), async-executor (the same tasks on the ring's own executor), async-scoped (those tasks with one IOScope each), sync (--iodepth threads of DirectFile calls, each one I/O at a time, at any offset, length and memory), log (--iodepth threads appending --bs or --bsrange records to a DurableLog next to PATH, PATH.log, removed afterwards; durable per record, or per --fdatasync N records) or posix (the same with plain O_DIRECT pread/pwrite doing the least read-modify-write: the floor for sync; with --mode buffered, plain pread/pwrite through the page cache).")
+    @Option(help: "batched (submit and reap in batches), async (iodepth tasks awaiting AsyncFile calls), async-executor (the same tasks on the ring's own executor), async-scoped (those tasks with one IOScope each), sync (--iodepth threads of DirectFile calls, each one I/O at a time, at any offset, length and memory), log (--iodepth threads appending --bs or --bsrange records to a DurableLog next to PATH, PATH.log, removed afterwards; durable per record, or per --fdatasync N records), log-async (the same appends from --iodepth tasks on the global executor) or posix (the same with plain O_DIRECT pread/pwrite doing the least read-modify-write: the floor for sync; with --mode buffered, plain pread/pwrite through the page cache).")
     var api: Workload.API = .batched
 
     @Option(help: "Random offsets are multiples of this (fio's blockalign; default: --bs). With --api sync or posix, e.g. 1.")
@@ -157,7 +157,7 @@ public struct Bench: ParsableCommand {
             var result = switch job.api {
             case .batched: try BenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, progress: progress)
             case .sync, .posix, .log: try SyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes)
-            case .async, .asyncExecutor, .asyncScoped: try AsyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, rings: rings)
+            case .async, .asyncExecutor, .asyncScoped, .logAsync: try AsyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, rings: rings)
             }
             result.swiotlbSlotsUsedBefore = swiotlbBefore
             result.swiotlbSlotsUsedAfter = Preflight.KernelBounce.swiotlbSlotsInUse()

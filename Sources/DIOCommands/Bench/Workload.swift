@@ -23,9 +23,10 @@ public struct Workload: Sendable, Equatable {
     /// covered blocks, in one pread when small, then writes the covering blocks): the floor
     /// `sync` is compared with.
     public enum API: String, Sendable, CaseIterable {
-        case batched, async, asyncExecutor = "async-executor", asyncScoped = "async-scoped", sync, posix, log
+        case batched, async, asyncExecutor = "async-executor", asyncScoped = "async-scoped", sync, posix, log, logAsync = "log-async"
 
-        var isAsync: Bool { self == .async || self == .asyncExecutor || self == .asyncScoped }
+        var isAsync: Bool { self == .async || self == .asyncExecutor || self == .asyncScoped || self == .logAsync }
+        var isLog: Bool { self == .log || self == .logAsync }
     }
 
     public var pattern: Pattern
@@ -147,10 +148,10 @@ public struct Workload: Sendable, Equatable {
             if unaligned || bufferOffset != 0 { return "--atomic writes aligned blocks: drop --blockalign, --bsrange and --buffer-offset" }
             if mode == .buffered || api == .posix { return "--atomic needs direct I/O through DirectIO: --mode direct and --api batched, sync or async" }
         }
-        if api == .log {
-            if pattern != .write { return "--api log appends: use --rw write" }
-            if mode == .buffered { return "--api log writes with O_DIRECT: drop --mode buffered (compare with --api posix --mode buffered)" }
-            if bufferOffset != 0 || blockAlign != nil { return "--api log packs records itself: drop --buffer-offset and --blockalign" }
+        if api.isLog {
+            if pattern != .write { return "--api \(api.rawValue) appends: use --rw write" }
+            if mode == .buffered { return "--api \(api.rawValue) writes with O_DIRECT: drop --mode buffered (compare with --api posix --mode buffered)" }
+            if bufferOffset != 0 || blockAlign != nil || atomic { return "--api \(api.rawValue) packs records itself: drop --buffer-offset, --blockalign and --atomic" }
         }
         if (api == .sync || api == .posix || api == .log) && iodepth > 256 { return "--api \(api.rawValue) runs a thread per --iodepth: at most 256" }
         return nil
