@@ -135,4 +135,13 @@ import DirectIOLog
         #expect(replayed.map(\.0) == [position] + many)
         #expect(replayed.map(\.1) == [Array("commit 42".utf8), record1, record2])
     }
+
+    @Test func theAsyncLogExampleRunsAsWritten() async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let log = try DurableLog(path: directory + "/wal")
+        let committed = try await log.append(Array("commit 43".utf8))
+        #expect(try log.read(at: committed) == Array("commit 43".utf8))
+        #expect(try DurableLog(path: directory + "/wal").records().map(\.payload) == [Array("commit 43".utf8)])
+    }
 }
