@@ -120,6 +120,13 @@ public final class BufferPool: Sendable, CustomStringConvertible {
         return takeWaiting(waited: &waited)
     }
 
+    /// `takeWaiting()` for a task: suspends until a buffer is returned, never blocking the
+    /// task's thread (which may be a ring's, or a server's event loop).
+    public func takeWaiting() async -> PoolBuffer {
+        var waited = false
+        return await takeWaiting(waited: &waited)
+    }
+
     /// `takeWaiting()`, also saying whether this call had to wait.
     func takeWaiting(waited counted: inout Bool) -> PoolBuffer {
         counted = false

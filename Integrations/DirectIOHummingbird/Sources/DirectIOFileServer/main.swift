@@ -1,0 +1,41 @@
+import ArgumentParser
+import DirectIOHummingbird
+import Hummingbird
+import Logging
+
+/// Serves a folder over HTTP with DirectIO's provider or Hummingbird's own `LocalFileSystem`,
+/// for side-by-side measurement (scripts/compare-serve.sh).
+@main
+struct FileServer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "directio-file-server",
+        abstract: "Serve the files under a folder over HTTP.",
+        discussion: "Example: directio-file-server --root /srv/files --port 8080 --provider directio")
+
+    enum Provider: String, ExpressibleByArgument, CaseIterable {
+        case directio, local
+    }
+
+    @Option(help: "The folder whose files are served.")
+    var root: String
+
+    @Option(help: "The port to listen on (127.0.0.1).")
+    var port: Int = 8080
+
+    @Option(help: "directio (O_DIRECT reads into pinned pool buffers) or local (Hummingbird's LocalFileSystem: buffered reads on NIO's thread pool).")
+    var provider: Provider = .directio
+
+    func run() async throws {
+        var logger = Logger(label: "directio-file-server")
+        logger.logLevel = .info
+        let router = Router()
+        switch provider {
+        case .directio:
+            router.add(middleware: FileMiddleware(fileProvider: try await DirectIOFileProvider(rootFolder: root, logger: logger)))
+        case .local:
+            router.add(middleware: FileMiddleware(root, logger: logger))
+        }
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+        try await app.runService()
+    }
+}

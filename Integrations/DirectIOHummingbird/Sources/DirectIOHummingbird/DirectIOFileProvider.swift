@@ -1,0 +1,109 @@
+import DirectIO
+import Foundation
+import Glibc
+import Hummingbird
+import Logging
+import NIOCore
+import Synchronization
+
+/// A Hummingbird `FileProvider` that reads files with O_DIRECT into pinned, registered pool
+/// buffers on a DirectIO runtime: no page cache filled with every file served, no thread pool.
+/// `FileMiddleware` does the HTTP part (ranges, ETags, If-None-Match):
+///
+///     let provider = try await DirectIOFileProvider(rootFolder: "public")
+///     router.add(middleware: FileMiddleware(fileProvider: provider))
+///
+/// Each response reads the file in `chunkBytes` pieces at block-aligned offsets (DMA straight
+/// into a pool buffer; a range at any offset is cut from them), and reads the next piece while
+/// the previous one is written to the socket, so the disk does not wait for the client. A
+/// piece is copied once into the `ByteBuffer` NIO writes.
+///
+/// Files whose filesystem refuses O_DIRECT (tmpfs, ramfs) are served through the page cache,
+/// logged at info the first time. Paths are checked here, not only by the middleware: a NUL
+/// byte, `..` (also percent-encoded), an over-long path or a symlink that leads out of the root
+/// is refused (404), and the attempt is logged at info.
+public struct DirectIOFileProvider: FileProvider {
+    public struct FileAttributes: Sendable, FileMiddlewareFileAttributes {
+        public let isFolder: Bool
+        public let size: Int
+        public let modificationDate: Date
+    }
+
+    /// A file under the root, every symlink resolved.
+    public struct FileIdentifier: Sendable, Hashable {
+        public let path: String
+    }
+
+    /// The served root: resolved, ending in "/".
+    public let root: String
+    public let runtime: IORuntime
+    public let chunkBytes: Int
+    let pool: BufferPool
+    let logger: Logger
+    /// Whether a fallback to the page cache has been logged at info (later ones at debug).
+    private let fallbackLogged = Flag()
+
+    private final class Flag: Sendable {
+        let raised = Atomic<Bool>(false)
+    }
+
+    /// - Parameters:
+    ///   - rootFolder: the folder whose files are served.
+    ///   - runtime: the runtime the reads run on (default: `IORuntime.shared()`).
+    ///   - chunkBytes: the size of each read (and of each pool buffer).
+    ///   - buffers: pool buffers, one per response being streamed; more responses wait for one.
+    public init(rootFolder: String, runtime: IORuntime? = nil, chunkBytes: Int = 256 << 10, buffers: Int = 64,
+                logger: Logger = Logger(label: "DirectIOFileProvider")) async throws {
+        guard let root = ServedPath.realPath(rootFolder) else {
+            throw DirectIOError(.notFound, operation: "serve files", path: rootFolder, detail: "the root folder does not exist")
+        }
+        let runtime = if let runtime { runtime } else { try IORuntime.shared() }
+        self.root = root.hasSuffix("/") ? root : root + "/"
+        self.runtime = runtime
+        self.chunkBytes = chunkBytes
+        self.pool = try BufferPool(count: buffers, bufferBytes: chunkBytes)
+        self.logger = logger
+        await runtime.register(pool)
+        logger.info("serving files with O_DIRECT", metadata: ["directio.root": "\(self.root)", "directio.chunk_bytes": "\(chunkBytes)"])
+    }
+
+    public func getFileIdentifier(_ path: String) -> FileIdentifier? {
+        switch ServedPath.resolve(path, under: root) {
+        case .file(let resolved):
+            return FileIdentifier(path: resolved)
+        case .missing:
+            return nil
+        case .refused(let reason):
+            logger.info("refused a request path", metadata: ["directio.request_path": "\(path.prefix(512))", "directio.reason": "\(reason)"])
+            return nil
+        }
+    }
+
+    public func getAttributes(id: FileIdentifier) async throws -> FileAttributes? {
+        var info = stat()
+        guard stat(id.path, &info) == 0 else { return nil }
+        let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+        return FileAttributes(isFolder: info.st_mode & S_IFMT == S_IFDIR, size: Int(info.st_size), modificationDate: Date(timeIntervalSince1970: modified))
+    }
+
+    public func loadFile(id: FileIdentifier, context: some RequestContext) async throws -> ResponseBody {
+        guard let attributes = try await getAttributes(id: id), attributes.size > 0 else { return ResponseBody() }
+        return try await loadFile(id: id, range: 0...(attributes.size - 1), context: context)
+    }
+
+    public func loadFile(id: FileIdentifier, range: ClosedRange<Int>, context: some RequestContext) async throws -> ResponseBody {
+        // FileMiddleware passes open-ended ranges ("bytes=1000-") up to Int.max: cut to the file.
+        guard let attributes = try await getAttributes(id: id), !attributes.isFolder, attributes.size > 0 else { throw HTTPError(.notFound) }
+        let range = range.clamped(to: 0...(attributes.size - 1))
+        let file = try AsyncFile(path: id.path, options: OpenOptions(access: .readOnly, directIO: .preferred), runtime: runtime)
+        if let note = file.fallbackNote {
+            let first = !fallbackLogged.raised.exchange(true, ordering: .relaxed)
+            logger.log(level: first ? .info : .debug, "serving through the page cache: O_DIRECT refused",
+                       metadata: ["directio.path": "\(id.path)", "directio.reason": "\(note)"])
+        }
+        let stream = ChunkStream(file: file, pool: pool, chunkBytes: chunkBytes, range: range)
+        return ResponseBody(contentLength: range.count) { writer in
+            try await stream.write(to: &writer)
+        }
+    }
+}
