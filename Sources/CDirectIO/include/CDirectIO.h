@@ -110,6 +110,9 @@ static const uint64_t DIO_IORING_OFF_SQES = 0x10000000ULL;
 #ifndef STATX_MNT_ID
 #define STATX_MNT_ID 0x00001000U
 #endif
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x00004000U /* Linux 6.8: a mount ID never reused */
+#endif
 #ifndef STATX_DIO_READ_ALIGN
 #define STATX_DIO_READ_ALIGN 0x00020000U /* Linux 6.14 */
 #endif

@@ -110,7 +110,9 @@ public struct DeviceLimits: Sendable, Equatable {
     }
 
     private static func statx(_ fd: Int32, path: String) throws(DirectIOError) -> dio_statx {
-        let mask = UInt32(STATX_TYPE | STATX_MODE | STATX_SIZE | STATX_MNT_ID | STATX_DIOALIGN | STATX_DIO_READ_ALIGN) | STATX_WRITE_ATOMIC
+        // With STATX_MNT_ID_UNIQUE the kernel reports a mount ID never reused (else the
+        // classic one, and STATX_MNT_ID in the mask): the key of `DeviceCache.mounts`.
+        let mask = UInt32(STATX_TYPE | STATX_MODE | STATX_SIZE | STATX_MNT_ID | STATX_DIOALIGN | STATX_DIO_READ_ALIGN) | STATX_WRITE_ATOMIC | STATX_MNT_ID_UNIQUE
         do { return try Sys.statx(fd, mask: mask) } catch {
             throw .system(error, operation: "inspect", call: "statx", path: path)
         }
@@ -121,9 +123,13 @@ public struct DeviceLimits: Sendable, Equatable {
         let isBlock = type == S_IFBLK
         let major = isBlock ? stx.stx_rdev_major : stx.stx_dev_major
         let minor = isBlock ? stx.stx_rdev_minor : stx.stx_dev_minor
-        // Queue limits are read each time (a handful of sysfs reads): a loop device number may
-        // come back with another sector size. The probe is cached per device and queue.
-        let queue = QueueLimits.read(major: major, minor: minor, path: isBlock ? nil : path)
+        // A file's queue limits and filesystem name (a dozen sysfs reads, readlinks and the
+        // mount table: some 190 µs) are the same for every file of a mount, and cannot change
+        // while it is mounted (the mount holds its device): cached per mount, by its unique ID.
+        // A block device's are read each time: a loop device number may come back with
+        // another sector size. The probe is cached per device and queue.
+        let mount = describeMount(fd: fd, path: path, stx: stx, isBlock: isBlock, major: major, minor: minor)
+        let queue = mount.queue
         let probe = DeviceCache.shared.probe(major: major, minor: minor, queue: queue) { () -> DirectIOProbe? in
             if isBlock { return DirectIOProbe.onExisting(fd: fd) }
             return DirectIOProbe.inDirectory(probeDirectory)
@@ -131,11 +137,7 @@ public struct DeviceLimits: Sendable, Equatable {
         }
         let device = (queue: queue, probe: probe)
 
-        var filesystem = "block device"
-        if !isBlock {
-            filesystem = (stx.stx_mask & UInt32(STATX_MNT_ID) != 0 ? FilesystemName.fromMountInfo(mountID: stx.stx_mnt_id) : nil)
-                ?? ((try? Sys.filesystemMagic(fd)).map(FilesystemName.fromMagic) ?? "unknown")
-        }
+        let filesystem = mount.filesystem
 
         var memory: Int
         var offset: Int
@@ -184,6 +186,23 @@ public struct DeviceLimits: Sendable, Equatable {
         return limits
     }
 
+    /// The queue limits and filesystem name of the mount holding the file `fd` (from the cache
+    /// when the kernel gave the mount's unique ID), or of the block device `fd` is.
+    private static func describeMount(fd: Int32, path: String, stx: dio_statx, isBlock: Bool, major: UInt32, minor: UInt32) -> DeviceCache.Mount {
+        if isBlock { return DeviceCache.Mount(queue: QueueLimits.read(major: major, minor: minor), filesystem: "block device") }
+        let unique = stx.stx_mask & STATX_MNT_ID_UNIQUE != 0 ? stx.stx_mnt_id : nil
+        if let unique, let known = DeviceCache.shared.mount(unique) { return known }
+        // mountinfo names mounts by their classic ID: ask for it when statx gave the unique one.
+        let classicID: UInt64? = if stx.stx_mask & UInt32(STATX_MNT_ID) != 0 { stx.stx_mnt_id } else if unique != nil {
+            (try? Sys.statx(fd, mask: UInt32(STATX_MNT_ID))).flatMap { $0.stx_mask & UInt32(STATX_MNT_ID) != 0 ? $0.stx_mnt_id : nil }
+        } else { nil }
+        let filesystem = classicID.flatMap(FilesystemName.fromMountInfo(mountID:))
+            ?? ((try? Sys.filesystemMagic(fd)).map(FilesystemName.fromMagic) ?? "unknown")
+        let described = DeviceCache.Mount(queue: QueueLimits.read(major: major, minor: minor, path: path), filesystem: filesystem)
+        if let unique { DeviceCache.shared.remember(described, forMount: unique) }
+        return described
+    }
+
     /// The atomic write limits from statx, or for a block device whose kernel reports none
     /// there, from its queue (one segment).
     private mutating func readAtomicWrites(_ stx: dio_statx, queue: QueueLimits?) {
@@ -214,8 +233,20 @@ final class DeviceCache: Sendable {
         var queue: QueueLimits?
     }
 
+    /// What every file of one mount shares.
+    struct Mount: Sendable {
+        var queue: QueueLimits?
+        var filesystem: String
+    }
+
     static let shared = DeviceCache()
     private let entries = ConditionLock<[Key: DirectIOProbe?]>([:])
+    /// By unique mount ID (STATX_MNT_ID_UNIQUE), which the kernel never reuses.
+    private let mounts = ConditionLock<[UInt64: Mount]>([:])
+
+    func mount(_ uniqueID: UInt64) -> Mount? { mounts.withLock { $0[uniqueID] } }
+
+    func remember(_ mount: Mount, forMount uniqueID: UInt64) { mounts.withLock { $0[uniqueID] = mount } }
 
     func probe(major: UInt32, minor: UInt32, queue: QueueLimits?, make: () -> DirectIOProbe?) -> DirectIOProbe? {
         let key = Key(device: UInt64(major) << 32 | UInt64(minor), queue: queue)
@@ -226,5 +257,8 @@ final class DeviceCache: Sendable {
     }
 
     /// Forgets everything (tests that reuse a loop device number with a new backing file).
-    func removeAll() { entries.withLock { $0.removeAll() } }
+    func removeAll() {
+        entries.withLock { $0.removeAll() }
+        mounts.withLock { $0.removeAll() }
+    }
 }
