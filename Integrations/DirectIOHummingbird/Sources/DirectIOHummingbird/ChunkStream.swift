@@ -2,43 +2,65 @@ import DirectIO
 import Hummingbird
 import NIOCore
 
-/// One response's bytes: `range` of `file`, read in block-aligned chunks into one pool buffer,
-/// each copied into a `ByteBuffer` and written while the next chunk is read.
+/// One response's bytes: `range` of `file`, read in block-aligned chunks into pool buffers,
+/// each copied into a `ByteBuffer` and written in order while the next ones are read: as many
+/// chunks as the response's pool buffer holds are read or waiting to be written at once, so
+/// the disk is kept busy (O_DIRECT has no kernel read-ahead) without buffering more than that.
 struct ChunkStream: Sendable {
     let file: AsyncFile
     let pool: BufferPool
     let chunkBytes: Int
     let range: ClosedRange<Int>
 
-    /// The pool buffer's memory, lent to the read of the next chunk.
+    /// A pool buffer's memory, lent to the read of one chunk.
     ///
-    /// Unchecked sendability: the read that uses it is awaited (`async let`, also when the
-    /// write fails or the task is cancelled) before the buffer is copied from again or
-    /// returned to the pool, so the memory is never used by two at once.
+    /// Unchecked sendability: a chunk's read is the only user of its memory until it returns
+    /// (the bytes are copied out before), and the next chunk that uses the same memory starts
+    /// only after that; every read is awaited (the task group waits for its children, also
+    /// when a write fails or the task is cancelled) before the buffers go back to the pool.
     private struct Memory: @unchecked Sendable {
         let base: UnsafeMutableRawPointer
         let count: Int
     }
 
     func write(to writer: inout any ResponseBodyWriter) async throws {
-        let buffer = await pool.takeWaiting()
-        let memory = Memory(base: buffer.baseAddress, count: buffer.count)
         // Reads start at a multiple of the direct-I/O alignment: whole chunks go straight to
-        // the pool buffer; the range's ends are cut out of the first and last.
+        // the pool buffers; the range's ends are cut out of the first and last.
         let alignment = Int64(max(file.limits.offsetAlignment, 1))
         let end = Int64(range.upperBound) + 1
-        var chunkStart = Int64(range.lowerBound) / alignment * alignment
-        var pending = try await read(memory, at: chunkStart, from: Int64(range.lowerBound), to: end)
-        while true {
-            chunkStart += Int64(chunkBytes)
-            guard chunkStart < end else {
-                try await writer.write(pending)
-                break
+        let firstChunk = Int64(range.lowerBound) / alignment * alignment
+        let chunks = Int((end - firstChunk + Int64(chunkBytes) - 1) / Int64(chunkBytes))
+        // One pool buffer per response, `readAhead` chunks long: a chunk per slice.
+        let buffer = await pool.takeWaiting()
+        let slices = max(1, min(buffer.count / chunkBytes, chunks))
+        let memories = (0..<slices).map { Memory(base: buffer.baseAddress + $0 * chunkBytes, count: chunkBytes) }
+        try await withThrowingTaskGroup(of: (Int, ByteBuffer).self) { group in
+            func start(_ index: Int) {
+                let chunkStart = firstChunk + Int64(index) * Int64(chunkBytes)
+                let from = max(chunkStart, Int64(range.lowerBound))
+                let memory = memories[index % memories.count]
+                group.addTask { (index, try await read(memory, at: chunkStart, from: from, to: end)) }
             }
-            let next = chunkStart
-            async let following = read(memory, at: next, from: next, to: end)
-            try await writer.write(pending)
-            pending = try await following
+            var started = 0
+            while started < min(memories.count, chunks) {
+                start(started)
+                started += 1
+            }
+            var ready: [Int: ByteBuffer] = [:]
+            for index in 0..<chunks {
+                while ready[index] == nil {
+                    guard let (done, bytes) = try await group.next() else {
+                        throw DirectIOError(.unexpected, operation: "serve file", path: file.path, detail: "chunk \(index) was never read")
+                    }
+                    ready[done] = bytes
+                }
+                if let bytes = ready.removeValue(forKey: index) { try await writer.write(bytes) }
+                // This chunk's memory was free once its bytes were copied: the next read may use it.
+                if started < chunks {
+                    start(started)
+                    started += 1
+                }
+            }
         }
         try await writer.finish(nil)
         _ = consume buffer

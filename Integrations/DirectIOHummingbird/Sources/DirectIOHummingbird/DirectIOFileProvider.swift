@@ -14,9 +14,9 @@ import Synchronization
 ///     router.add(middleware: FileMiddleware(fileProvider: provider))
 ///
 /// Each response reads the file in `chunkBytes` pieces at block-aligned offsets (DMA straight
-/// into a pool buffer; a range at any offset is cut from them), and reads the next piece while
-/// the previous one is written to the socket, so the disk does not wait for the client. A
-/// piece is copied once into the `ByteBuffer` NIO writes.
+/// into a pool buffer; a range at any offset is cut from them), up to `readAhead` at once ahead
+/// of the one being written to the socket, so the disk does not wait for the client (O_DIRECT
+/// has no kernel read-ahead). A piece is copied once into the `ByteBuffer` NIO writes.
 ///
 /// Files whose filesystem refuses O_DIRECT (tmpfs, ramfs) are served through the page cache,
 /// logged at info the first time. Paths are checked here, not only by the middleware: a NUL
@@ -50,9 +50,11 @@ public struct DirectIOFileProvider: FileProvider {
     /// - Parameters:
     ///   - rootFolder: the folder whose files are served.
     ///   - runtime: the runtime the reads run on (default: `IORuntime.shared()`).
-    ///   - chunkBytes: the size of each read (and of each pool buffer).
-    ///   - buffers: pool buffers, one per response being streamed; more responses wait for one.
-    public init(rootFolder: String, runtime: IORuntime? = nil, chunkBytes: Int = 256 << 10, buffers: Int = 64,
+    ///   - chunkBytes: the size of each read.
+    ///   - readAhead: reads in flight or waiting for the socket per response.
+    ///   - buffers: pool buffers (`chunkBytes × readAhead` each), one per response being
+    ///     streamed; more responses wait for one.
+    public init(rootFolder: String, runtime: IORuntime? = nil, chunkBytes: Int = 256 << 10, readAhead: Int = 4, buffers: Int = 32,
                 logger: Logger = Logger(label: "DirectIOFileProvider")) async throws {
         guard let root = ServedPath.realPath(rootFolder) else {
             throw DirectIOError(.notFound, operation: "serve files", path: rootFolder, detail: "the root folder does not exist")
@@ -61,7 +63,7 @@ public struct DirectIOFileProvider: FileProvider {
         self.root = root.hasSuffix("/") ? root : root + "/"
         self.runtime = runtime
         self.chunkBytes = chunkBytes
-        self.pool = try BufferPool(count: buffers, bufferBytes: chunkBytes)
+        self.pool = try BufferPool(count: buffers, bufferBytes: chunkBytes * max(readAhead, 1))
         self.logger = logger
         await runtime.register(pool)
         logger.info("serving files with O_DIRECT", metadata: ["directio.root": "\(self.root)", "directio.chunk_bytes": "\(chunkBytes)"])

@@ -197,6 +197,32 @@ import Testing
         await runtime.shutdown()
     }
 
+    /// 200 random ranges streamed with 1 to 5 chunks in flight and chunks of 4-64 KiB: every
+    /// body is the file's bytes, and every pool buffer comes back.
+    @Test func randomRangesStreamByteExactWithAnyReadAhead() async throws {
+        let tree = try Tree(base: "/var/tmp")
+        let bytes = try tree.add("ranges.bin", count: 700_001, seed: 11)
+        let runtime = try IORuntime(rings: 1, queueDepth: 16)
+        let file = try AsyncFile(path: tree.root + "/ranges.bin", options: OpenOptions(access: .readOnly, directIO: .preferred), runtime: runtime)
+        var state: UInt64 = 12
+        func next(_ bound: Int) -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        for round in 0..<200 {
+            let chunk = 4096 << next(5), slices = 1 + next(5)
+            let pool = try BufferPool(count: 1, bufferBytes: chunk * slices)
+            let lower = next(bytes.count), upper = lower + next(bytes.count - lower)
+            var collector = Collector()
+            var writer: any ResponseBodyWriter = collector
+            try await ChunkStream(file: file, pool: pool, chunkBytes: chunk, range: lower...upper).write(to: &writer)
+            collector = try #require(writer as? Collector)
+            #expect(collector.bytes == Array(bytes[lower...upper]), "round \(round): \(lower)...\(upper), \(chunk)-byte chunks, \(slices) at once")
+            #expect(pool.available == 1)
+        }
+        await runtime.shutdown()
+    }
+
     struct Collector: ResponseBodyWriter {
         var bytes: [UInt8] = []
         mutating func write(_ buffer: ByteBuffer) async throws { bytes += buffer.readableBytesView }
