@@ -25,6 +25,52 @@ import Testing
         #expect(engine.statistics.fixedFileRequests == 16)
     }
 
+    /// An AsyncFile gets a ring's fixed-file slot from its second request on; one used once is
+    /// closed at once when dropped, and its descriptor number, reused by the next file at
+    /// once, reaches that file's bytes, never the old one's, whether the old file was used
+    /// once (closed directly) or more (closed through the rings).
+    @Test func asyncFilesRegisterFromTheirSecondRequestAndReusedNumbersReachTheNewFile() async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let runtime = try IORuntime(rings: 1, queueDepth: 8)
+        guard runtime.usesIOUring else {
+            print("skipped: io_uring unavailable here, so no fixed-file table")
+            return
+        }
+        let pool = try BufferPool(count: 1, bufferBytes: 4096)
+        await runtime.register(pool)
+        guard var buffer = pool.take() else { Issue.record("pool empty"); return }
+        var expected: [[UInt8]] = []
+        for index in 0..<12 {
+            let bytes = TestSupport.pattern(count: 4096, seed: UInt64(900 + index))
+            try TestSupport.referenceWrite(directory + "/f\(index)", bytes)
+            expected.append(bytes)
+        }
+        var before = (await runtime.ringStatistics())[0].fixedFileRequests
+        var descriptors: [Int32] = []
+        for index in 0..<12 {
+            let uses = index % 3 == 2 ? 3 : 1
+            let file = try AsyncFile(path: directory + "/f\(index)", options: OpenOptions(access: .readOnly), runtime: runtime)
+            descriptors.append(file.descriptor)
+            for use in 0..<uses {
+                buffer.baseAddress.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+                #expect(try await file.read(into: &buffer, at: 0) == 4096)
+                #expect(Array(UnsafeRawBufferPointer(start: buffer.baseAddress, count: 4096)) == expected[index], "file \(index), read \(use): another file's bytes")
+            }
+            let after = (await runtime.ringStatistics())[0].fixedFileRequests
+            #expect(after - before == uses - 1, "file \(index): \(after - before) of \(uses) requests named a fixed-file slot")
+            before = after
+            if uses == 1 {
+                let fd = file.descriptor
+                _ = consume file
+                #expect(fcntl(fd, F_GETFD) == -1, "a file used once was not closed when dropped")
+            }
+        }
+        #expect(Set(descriptors).count < descriptors.count, "no descriptor number was reused: the test did not test reuse")
+        _ = consume buffer
+        await runtime.shutdown()
+    }
+
     @Test(arguments: EngineTests.engines)
     func closingAFileSubmitsItsQueuedRequestsFirst(config: EngineConfig) throws {
         // A queued request names its file by number; closing must not let that number reach

@@ -1,5 +1,6 @@
 import CDirectIO
 import Glibc
+import Synchronization
 import SystemPackage
 
 /// A file or block device for async/await: `try await file.read(into: &buffer, at: offset)`
@@ -50,6 +51,10 @@ public final class AsyncFile: Sendable {
     let smallBouncePool: BufferPool?
     let waitsForBounceBuffers: Bool
     let counters = SharedTransferCounters()
+    /// Requests made so far, counted up to 2: a ring puts the file in its fixed-file table
+    /// only for its second request on (`AsyncRequest.mayRegisterFile`), so a file with at most
+    /// one request is in no ring's table and closes without asking the rings.
+    private let requestsMade = Atomic<Int>(0)
 
     /// What this file's transfers have done so far, from every task: bytes moved straight
     /// between caller memory and the device, bytes bounced, blocks merged, waits for a bounce
@@ -76,9 +81,23 @@ public final class AsyncFile: Sendable {
     }
 
     deinit {
-        // The rings hold the descriptor in their fixed-file tables: it is closed once they
-        // have all let go, so its number cannot be reused under them.
-        runtime.closeDescriptor(descriptor)
+        // No request is queued or in flight (every call holds the file until its request has
+        // completed). A file used once is in no ring's table: closed now. Otherwise the rings
+        // may hold the descriptor in their fixed-file tables: it is closed once they have all
+        // let go, so its number cannot be reused under them.
+        if requestsMade.load(ordering: .acquiring) <= 1 {
+            _ = try? Sys.close(descriptor)
+        } else {
+            runtime.closeDescriptor(descriptor)
+        }
+    }
+
+    /// Counts `count` requests about to be made (up to 2; afterwards a load only, so tasks
+    /// sharing a hot file do not contend on it), and says whether they may register the file:
+    /// only when the count, with them, reaches 2, so the file closes through the rings.
+    @inline(__always) private func countRequests(_ count: Int) -> Bool {
+        guard requestsMade.load(ordering: .relaxed) < 2 else { return true }
+        return requestsMade.add(count, ordering: .releasing).newValue >= 2
     }
 
     // MARK: Buffers DirectIO owns
@@ -273,6 +292,7 @@ public final class AsyncFile: Sendable {
     /// With `cancellable: false` the task's cancellation is not forwarded: the request runs to
     /// its end (for writes that serve more than the calling task, like a log's group write).
     @inline(__always) nonisolated(nonsending) func perform(_ request: AsyncRequest, name: String, offset: Int64, cancellable: Bool = true) async throws -> IOOutcome {
+        request.mayRegisterFile = countRequests(1)
         let worker = runtime.worker(home: home)
         let outcome: IOOutcome
         if request.scope != nil || !cancellable {
@@ -294,6 +314,9 @@ public final class AsyncFile: Sendable {
 
     /// `perform` for two requests submitted together, awaited as one.
     nonisolated(nonsending) func perform(_ first: AsyncRequest, _ second: AsyncRequest, name: String, offset: Int64) async throws -> (IOOutcome, IOOutcome) {
+        let mayRegister = countRequests(2)
+        first.mayRegisterFile = mayRegister
+        second.mayRegisterFile = mayRegister
         let worker = runtime.worker(home: home)
         if first.scope != nil {
             await suspend { worker.submit(first, second, resuming: $0) }

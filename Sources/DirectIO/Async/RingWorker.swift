@@ -362,7 +362,9 @@ final class RingWorker: @unchecked Sendable {
     /// the request's one record from here to its completion.
     private func start(_ request: AsyncRequest) {
         guard let engine = local.pointee.engine else { return }
-        let operation = request.operation(on: engine, fileSlot: engine.fileSlot(for: request.fd))
+        // A file gets a fixed-file slot from its second request on (`AsyncRequest.mayRegisterFile`):
+        // a file read once (a server's small files) costs no registration and closes at once.
+        let operation = request.operation(on: engine, fileSlot: engine.fileSlot(for: request.fd, registering: request.mayRegisterFile))
         do { request.tag = try engine.submit(operation, resuming: request, blockBytes: request.blockBytes) } catch {
             request.finish(IOOutcome(bytes: 0, errno: error.errno ?? .ioError))
         }

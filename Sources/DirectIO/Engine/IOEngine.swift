@@ -260,13 +260,15 @@ public final class IOEngine {
 
     // MARK: Fixed files
 
-    /// The fixed-file slot of descriptor `fd`, put in the ring's table on first use: the one
-    /// table every file on this engine is named through (a `DirectFile` asks when it opens,
-    /// an `AsyncFile` when its first request reaches this ring). -1 when there is no table or
-    /// no free slot: requests then name the descriptor, which is only slower. Safe because a
-    /// descriptor leaves the table before it is closed (`forgetFile`), so a slot never
-    /// outlives its file and a reused number starts afresh.
-    func fileSlot(for fd: Int32) -> Int32 {
+    /// The fixed-file slot of descriptor `fd`, put in the ring's table when first asked with
+    /// `registering` (else -1, and nothing recorded): the one table every file on this engine
+    /// is named through (a `DirectFile` asks when it opens, an `AsyncFile` from its second
+    /// request on). -1 also when there is no table or no free slot: requests then name the
+    /// descriptor, which is only slower. Safe because a registered descriptor leaves the table
+    /// before it is closed (`forgetFile`), so a slot never outlives its file and a reused
+    /// number starts afresh. A file that never asks with `registering` may close without
+    /// `forgetFile`: this table holds nothing of it.
+    func fileSlot(for fd: Int32, registering: Bool = true) -> Int32 {
         let index = Int(fd)
         guard index >= 0 else { return -1 }
         if index < registry.pointee.descriptorSlots.count {
@@ -275,6 +277,7 @@ public final class IOEngine {
         } else {
             registry.pointee.descriptorSlots.append(contentsOf: repeatElement(0, count: index + 1 - registry.pointee.descriptorSlots.count))
         }
+        guard registering else { return -1 }
         var slot: Int32 = -1
         if let free = registry.pointee.fileSlots.allocate(1) {
             do {
