@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "DirectIOHummingbird", targets: ["DirectIOHummingbird"]),
+        .library(name: "DirectIOServiceLifecycle", targets: ["DirectIOServiceLifecycle"]),
         .executable(name: "directio-file-server", targets: ["DirectIOFileServer"]),
     ],
     dependencies: [
@@ -19,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -30,10 +32,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // IORuntime as a swift-service-lifecycle Service (any server, not only Hummingbird).
+        .target(
+            name: "DirectIOServiceLifecycle",
+            dependencies: [
+                .product(name: "DirectIO", package: "DirectIO"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "DirectIOFileServer",
             dependencies: [
-                "DirectIOHummingbird",
+                "DirectIOHummingbird", "DirectIOServiceLifecycle",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -41,7 +52,8 @@ let package = Package(
         .testTarget(
             name: "DirectIOHummingbirdTests",
             dependencies: [
-                "DirectIOHummingbird",
+                "DirectIOHummingbird", "DirectIOServiceLifecycle",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DirectIO", package: "DirectIO"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

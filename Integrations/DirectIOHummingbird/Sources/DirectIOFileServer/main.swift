@@ -1,5 +1,7 @@
 import ArgumentParser
+import DirectIO
 import DirectIOHummingbird
+import DirectIOServiceLifecycle
 import Hummingbird
 import Logging
 
@@ -29,13 +31,17 @@ struct FileServer: AsyncParsableCommand {
         var logger = Logger(label: "directio-file-server")
         logger.logLevel = .info
         let router = Router()
+        // The runtime is one of the application's services: the HTTP server stops first on
+        // SIGTERM/SIGINT, then the runtime waits for the reads still in flight.
+        let runtime = try IORuntime()
         switch provider {
         case .directio:
-            router.add(middleware: FileMiddleware(fileProvider: try await DirectIOFileProvider(rootFolder: root, logger: logger)))
+            router.add(middleware: FileMiddleware(fileProvider: try await DirectIOFileProvider(rootFolder: root, runtime: runtime, logger: logger)))
         case .local:
             router.add(middleware: FileMiddleware(root, logger: logger))
         }
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
+                              services: [IORuntimeService(runtime, logger: logger)], logger: logger)
         try await app.runService()
     }
 }
