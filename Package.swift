@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // The only C in the package: raw system calls Swift cannot make (variadic syscall()),
@@ -27,6 +28,7 @@ let package = Package(
                 "CDirectIO",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Fault injection for testing storage code built on DirectIO (and DirectIO itself).
@@ -52,6 +54,7 @@ let package = Package(
                 "DirectIO", "DirectIOTesting", "DirectIOLog", "CDirectIO", "DIOCommands", "dio",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

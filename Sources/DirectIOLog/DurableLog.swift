@@ -55,7 +55,7 @@ public final class DurableLog: @unchecked Sendable {
     private let asyncFile = ConditionLock<AsyncFile?>(nil)
     private let first: PoolBuffer
     private let second: PoolBuffer
-    /// Zeros, written ahead of the log's end (see `extend`).
+    /// Zeros, written ahead of the log's end (see `zerosTarget`).
     private let zeros: PoolBuffer
     private let growthBytes: Int
     /// The file is written (data or zeros) up to here. By the writer only.

@@ -211,7 +211,7 @@ import MetricsTestKit
         let file = try DirectFile(path: directory + "/data", options: OpenOptions(create: true), engine: engine)
         #expect(try file.write([UInt8](repeating: 7, count: 1000), at: 100) == 1000)
         engine.publishMetrics(label: "test", factory: metrics)
-        let bounced = try metrics.expectCounter("directio_bytes_bounced", [("engine", "test")])
+        let bounced = try metrics.expectCounter("directio.bytes", [("engine", "test"), ("path", "bounced")])
         #expect(bounced.totalValue == Int64(engine.statistics.transfers.bytesBounced))
         #expect(bounced.totalValue > 0)
         // A second publish adds only what changed since the first.
@@ -219,7 +219,9 @@ import MetricsTestKit
         engine.publishMetrics(label: "test", factory: metrics)
         engine.publishMetrics(label: "test", factory: metrics)
         #expect(bounced.totalValue == Int64(engine.statistics.transfers.bytesBounced))
-        let submitted = try metrics.expectCounter("directio_requests_submitted", [("engine", "test")])
+        let submitted = try metrics.expectCounter("directio.requests", [("engine", "test"), ("event", "submitted")])
         #expect(submitted.totalValue == Int64(engine.statistics.submitted))
+        let direct = try metrics.expectCounter("directio.bytes", [("engine", "test"), ("path", "direct")])
+        #expect(direct.totalValue == Int64(engine.statistics.transfers.bytesDirect))
     }
 }

@@ -296,10 +296,14 @@ struct SystemTests {
         // Nothing was left behind by the failed open.
         #expect(access(path, F_OK) != 0)
 
-        let engine = try IOEngine()
+        let logs = CapturedLogs()
+        let engine = try IOEngine(logger: logs.logger())
         let file = try DirectFile(path: path, options: OpenOptions(directIO: .preferred, create: true), engine: engine)
         let isDirect = file.isDirect
         #expect(!isDirect)
+        // Said once, at info, with the file and the reason.
+        let said = logs.matching("direct I/O refused")
+        #expect(said.count == 1 && said.first?.level == .info && said.first?.metadata["directio.path"] == path && said.first?.metadata["directio.reason"]?.contains("ramfs") == true, "\(said)")
         #expect(engine.statistics.bufferedFallbacks == 1)
         #expect(file.fallbackNote?.contains("ramfs") == true)
         let bytes = TestSupport.pattern(count: 10000, seed: 8)

@@ -78,6 +78,9 @@ public final class AsyncFile: Sendable {
         self.bouncePool = options.bouncePool ?? runtime.bouncePool
         self.smallBouncePool = options.bouncePool == nil ? runtime.smallBouncePool : nil
         self.waitsForBounceBuffers = options.waitForBounceBuffers
+        if let note = opened.fallbackNote {
+            runtime.logger?.info("direct I/O refused: using the page cache", metadata: ["directio.path": "\(path)", "directio.reason": "\(note)"])
+        }
     }
 
     deinit {

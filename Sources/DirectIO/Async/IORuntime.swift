@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 import Synchronization
 
 /// The rings async I/O runs on: by default one per core, each with its own thread, engine and
@@ -28,6 +29,8 @@ public final class IORuntime: Sendable {
     /// Plans of finished realigned requests, planned into again by the next.
     let sparePlans: SparePlans
     private let nextHome = Atomic<Int>(0)
+    /// Where limitations and fallbacks are said (`init`'s `logger`).
+    let logger: Logger?
 
     private static let sharedRuntime = ConditionLock<IORuntime?>(nil)
 
@@ -50,21 +53,29 @@ public final class IORuntime: Sendable {
     ///     blocks share (each realigned request holds one from its first device I/O to its
     ///     last); more wait for one. Smaller requests have `rings × queueDepth` small ones.
     ///   - bounceBufferBytes: each large one's size; larger requests go through in pieces.
+    ///   - logger: where the runtime and its rings say, at info, what makes them slower than
+    ///     they could be (no io_uring, pools left unregistered, files on the page cache), with
+    ///     `directio.*` metadata (`directio.ring` for each ring's own). Nothing per I/O.
     public convenience init(rings: Int? = nil, queueDepth: Int = 128, engine: IOEngine.Choice = .automatic,
-                            bounceBuffers: Int = 8, bounceBufferBytes: Int = 256 << 10) throws(DirectIOError) {
-        try self.init(rings: rings, queueDepth: queueDepth, engine: engine, bounceBuffers: bounceBuffers, bounceBufferBytes: bounceBufferBytes, wrappingBackend: nil)
+                            bounceBuffers: Int = 8, bounceBufferBytes: Int = 256 << 10, logger: Logger? = nil) throws(DirectIOError) {
+        try self.init(rings: rings, queueDepth: queueDepth, engine: engine, bounceBuffers: bounceBuffers, bounceBufferBytes: bounceBufferBytes, logger: logger, wrappingBackend: nil)
     }
 
     /// A runtime whose rings' kernel-facing backends are wrapped (DirectIOTesting's faults).
-    package init(rings: Int?, queueDepth: Int, engine: IOEngine.Choice, bounceBuffers: Int, bounceBufferBytes: Int,
+    package init(rings: Int?, queueDepth: Int, engine: IOEngine.Choice, bounceBuffers: Int, bounceBufferBytes: Int, logger: Logger? = nil,
                  wrappingBackend wrap: (@Sendable (any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
         let count = rings ?? Sys.onlineCores
         guard count >= 1 && count <= 1024, queueDepth >= 1 && queueDepth <= 16_383 else {
             throw DirectIOError(.invalidArgument, operation: "create I/O runtime", detail: "rings must be 1...1024 and queue depth 1...16383 (got \(count), \(queueDepth))")
         }
         var executors: [RingExecutor] = []
-        for _ in 0..<count {
-            do { executors.append(try RingWorker.start(queueDepth: queueDepth, engine: engine, wrap: wrap)) } catch {
+        for ring in 0..<count {
+            let ringLogger = logger.map { logger -> Logger in
+                var ringLogger = logger
+                ringLogger[metadataKey: "directio.ring"] = "\(ring)"
+                return ringLogger
+            }
+            do { executors.append(try RingWorker.start(queueDepth: queueDepth, engine: engine, logger: ringLogger, wrap: wrap)) } catch {
                 for executor in executors { executor.worker.stopDetached() }
                 throw error
             }
@@ -82,6 +93,7 @@ public final class IORuntime: Sendable {
         }
         self.executors = executors
         self.workers = executors.map(\.worker)
+        self.logger = logger
         self.bouncePool = pool
         self.smallBouncePool = smallPool
         self.sparePlans = SparePlans(limit: min(count * queueDepth, 4096))

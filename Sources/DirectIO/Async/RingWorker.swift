@@ -1,3 +1,4 @@
+import Logging
 import CDirectIO
 import Glibc
 import Synchronization
@@ -53,6 +54,8 @@ final class RingWorker: @unchecked Sendable {
     let engineChoice: IOEngine.Choice
     /// Wraps the engine's kernel-facing backend (DirectIOTesting's fault injection).
     let wrap: (@Sendable (any EngineBackend) -> any EngineBackend)?
+    /// Given to the ring's engine, which says its limitations there.
+    let logger: Logger?
     private let inbox = ConditionLock(Inbox())
     private let eventFD: Int32
     /// The worker's thread, stored by that thread before it reports ready (pthread_t is an
@@ -93,9 +96,10 @@ final class RingWorker: @unchecked Sendable {
         init() {}
     }
 
-    private init(queueDepth: Int, engineChoice: IOEngine.Choice, wrap: (@Sendable (any EngineBackend) -> any EngineBackend)?, eventFD: Int32) {
+    private init(queueDepth: Int, engineChoice: IOEngine.Choice, logger: Logger?, wrap: (@Sendable (any EngineBackend) -> any EngineBackend)?, eventFD: Int32) {
         self.queueDepth = queueDepth
         self.engineChoice = engineChoice
+        self.logger = logger
         self.wrap = wrap
         self.eventFD = eventFD
         local = .allocate(capacity: 1)
@@ -114,10 +118,10 @@ final class RingWorker: @unchecked Sendable {
 
     /// Starts a worker thread and waits until its ring exists; returns the executor that runs
     /// tasks on that thread, which owns the worker.
-    static func start(queueDepth: Int, engine: IOEngine.Choice, wrap: (@Sendable (any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) -> RingExecutor {
+    static func start(queueDepth: Int, engine: IOEngine.Choice, logger: Logger? = nil, wrap: (@Sendable (any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) -> RingExecutor {
         let fd: Int32
         do { fd = try Sys.eventfd() } catch { throw .system(error, operation: "start I/O runtime", call: "eventfd") }
-        let worker = RingWorker(queueDepth: queueDepth, engineChoice: engine, wrap: wrap, eventFD: fd)
+        let worker = RingWorker(queueDepth: queueDepth, engineChoice: engine, logger: logger, wrap: wrap, eventFD: fd)
         let executor = RingExecutor(worker)
         let ready = ConditionLock<ReadyState>(.starting)
         do {
@@ -226,7 +230,8 @@ final class RingWorker: @unchecked Sendable {
         do {
             // One more slot than requests: the eventfd read that wakes the worker.
             // The runtime's own bounce reserve serves async requests: one buffer here, unused.
-            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024, bounceBuffers: 1, smallBounceBuffers: false, wrappingBackend: wrap)
+            engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024, bounceBuffers: 1, smallBounceBuffers: false,
+                                  logger: logger, wrappingBackend: wrap)
         } catch {
             ready.updateAndBroadcast { $0 = .failed(error) }
             return

@@ -1,5 +1,6 @@
 import CDirectIO
 import CoreMetrics
+import Logging
 import Glibc
 import SystemPackage
 
@@ -29,6 +30,8 @@ public final class IOEngine {
     /// Fixed-buffer and fixed-file registrations, behind a pointer for the same reason.
     private let registry: UnsafeMutablePointer<Registry>
     private let ownerThread: UInt?
+    /// Where limitations and fallbacks are said (`init`'s `logger`).
+    package let logger: Logger?
 
     private struct Registry {
         var bufferSlots: FixedSlotAllocator
@@ -89,8 +92,12 @@ public final class IOEngine {
     ///   - bounceBuffers: 256 KiB bounce buffers for unaligned requests, made now. A
     ///     synchronous call holds one at a time, so two serve one thread; files opened with
     ///     their own `bouncePool` share that one instead.
-    public convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, threadPerCore: Bool = false, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256, bounceBuffers: Int = 2) throws(DirectIOError) {
-        try self.init(choice, queueDepth: queueDepth, ringFlags: threadPerCore ? .threadPerCore : .anyThread, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, bounceBuffers: bounceBuffers, wrappingBackend: nil)
+    ///   - logger: where the engine says, at info, what makes it slower than it could be: no
+    ///     io_uring, tables the kernel refused, pools left unregistered, files that fell back
+    ///     to the page cache (metadata keys `directio.*`). Nothing is logged per I/O.
+    public convenience init(_ choice: Choice = .automatic, queueDepth: Int = 64, threadPerCore: Bool = false, fixedBufferSlots: Int = 1024, fixedFileSlots: Int = 256, bounceBuffers: Int = 2,
+                            logger: Logger? = nil) throws(DirectIOError) {
+        try self.init(choice, queueDepth: queueDepth, ringFlags: threadPerCore ? .threadPerCore : .anyThread, fixedBufferSlots: fixedBufferSlots, fixedFileSlots: fixedFileSlots, bounceBuffers: bounceBuffers, logger: logger, wrappingBackend: nil)
     }
 
     /// An engine with exactly these ring setup flags (tests, and the runtime's workers).
@@ -103,7 +110,7 @@ public final class IOEngine {
 
     /// An engine whose kernel-facing backend is wrapped (DirectIOTesting's fault injection).
     package init(_ choice: Choice, queueDepth: Int, ringFlags: RingSetupFlags, fixedBufferSlots: Int, fixedFileSlots: Int, bounceBuffers: Int = 2, smallBounceBuffers: Bool = true,
-                 wrappingBackend wrap: ((any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
+                 logger: Logger? = nil, wrappingBackend wrap: ((any EngineBackend) -> any EngineBackend)?) throws(DirectIOError) {
         guard queueDepth > 0 && queueDepth <= 16_384 else {
             throw DirectIOError(.invalidArgument, operation: "create engine", detail: "queue depth \(queueDepth) is outside 1...16384")
         }
@@ -136,6 +143,7 @@ public final class IOEngine {
         self.kind = chosen.kind
         self.ringFlags = ((backend ?? chosen) as? RingBackend)?.setupFlags
         self.notes = notes
+        self.logger = logger
         self.capacity = queueDepth
         self.ownerThread = ringFlags.contains(.singleIssuer) && chosen.kind == .ioUring ? Sys.currentThread() : nil
         table = .allocate(capacity: 1)
@@ -145,6 +153,9 @@ public final class IOEngine {
         if MemoryLimits.pinningIsFree {
             if let smallBouncePool { register(smallBouncePool) }
             register(bouncePool)
+        }
+        for note in notes {
+            logger?.info("I/O engine set up with a limitation", metadata: ["directio.engine": "\(kind)", "directio.note": "\(note)"])
         }
     }
 
@@ -169,9 +180,10 @@ public final class IOEngine {
     /// Counters of what the engine has done.
     public var statistics: EngineStatistics { table.pointee.statistics }
 
-    /// Adds what the engine has done since the last call to swift-metrics counters named
-    /// `directio_<count>` with the dimension `engine` = `label` (made on the first call, whose
-    /// label and factory stay). The engine counts in plain integers on its hot path, so the
+    /// Adds what the engine has done since the last call to swift-metrics counters
+    /// (`directio.requests`, `directio.bytes` by `path` direct/bounced/shifted, ...: the list is
+    /// `EngineMetrics`'s) with the dimension `engine` = `label`, made on the first call, whose
+    /// label and factory stay. The engine counts in plain integers on its hot path, so the
     /// backend costs nothing per I/O: call this from the engine's thread as often as the
     /// backend's resolution needs.
     public func publishMetrics(label: String, factory: any MetricsFactory = MetricsSystem.factory) {
@@ -216,6 +228,10 @@ public final class IOEngine {
             outcome = .refused("the fixed-buffer table (\(backend.fixedBufferSlots) slots) has no room for \(pool.count) more buffers")
         }
         pool.setRegistration(outcome)
+        if case .refused(let why) = outcome {
+            logger?.info("buffer pool not registered: its I/O pins pages per request", metadata: [
+                "directio.pool.buffers": "\(pool.count)", "directio.pool.buffer_bytes": "\(pool.bufferBytes)", "directio.reason": "\(why)"])
+        }
         return outcome
     }
 

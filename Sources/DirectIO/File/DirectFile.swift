@@ -56,7 +56,10 @@ public struct DirectFile: ~Copyable {
         self.bouncesMisaligned = options.misaligned == .bounce
         self.sharedBouncePool = options.bouncePool
         self.waitsForBounceBuffers = options.waitForBounceBuffers
-        if opened.fallbackNote != nil { engine.recordBufferedFallback() }
+        if let note = opened.fallbackNote {
+            engine.recordBufferedFallback()
+            engine.logger?.info("direct I/O refused: using the page cache", metadata: ["directio.path": "\(path)", "directio.reason": "\(note)"])
+        }
         self.path = path
         self.owner = DescriptorOwner(fd: opened.fd, fileSlot: engine.fileSlot(for: opened.fd), engine: engine)
         // The engine's device may be simulated, with limits of its own.

@@ -1,5 +1,6 @@
 import CDirectIO
 import Glibc
+import Logging
 import SystemPackage
 
 /// Moves a byte range from one descriptor to another by the cheapest path the pair supports:
@@ -92,6 +93,9 @@ public enum Transfer {
                         if done > 0 && !report.strategiesUsed.contains(strategy) { report.strategiesUsed.append(strategy) }
                         let midway = report.strategiesUsed.contains(strategy)
                         report.skipped.append((strategy, midway ? "stopped at source offset \(remaining.sourceOffset): \(why)" : why))
+                        options.logger?.info("transfer path failed, falling back to the next", metadata: [
+                            "directio.source": "\(source.label)", "directio.destination": "\(destination.label)", "directio.strategy": "\(strategy)",
+                            "directio.offset": "\(remaining.sourceOffset)", "directio.reason": "\(why)"])
                         run.discard(strategy)
                         candidates.removeFirst()
                         if options.strategy != nil {
@@ -107,6 +111,10 @@ public enum Transfer {
         report.zeroCopySends = run.zeroCopy?.sends ?? 0
         report.zeroCopySendsCopied = run.zeroCopy?.sendsCopied ?? 0
         report.seconds = Double(Sys.monotonicNanoseconds() - started) / 1e9
+        options.logger?.debug("transfer done", metadata: [
+            "directio.source": "\(source.label)", "directio.destination": "\(destination.label)", "directio.bytes": "\(report.bytes)",
+            "directio.strategies": "\(report.strategiesUsed.map { "\($0)" }.joined(separator: ","))",
+            "directio.skipped": "\(report.skipped.map { "\($0.strategy): \($0.reason)" }.joined(separator: "; "))"])
         return report
     }
 }

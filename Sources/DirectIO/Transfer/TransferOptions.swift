@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 import SystemPackage
 
@@ -17,9 +18,13 @@ public struct TransferOptions: Sendable {
     public var progress: (@Sendable (_ done: Int64, _ total: Int64?) -> Void)?
     /// Set it from any thread to stop the transfer at the next chunk with `.cancelled`.
     public var cancellation: TransferCancellation?
+    /// Where the transfer says which paths it took (debug), and, at info, when a path it
+    /// started on failed and it fell back to the next (metadata keys `directio.*`).
+    public var logger: Logger?
 
     public init(strategy: TransferStrategy? = nil, keepHoles: Bool = true, buffers: Int = 8, bufferBytes: Int = 1 << 20,
-                progress: (@Sendable (Int64, Int64?) -> Void)? = nil, cancellation: TransferCancellation? = nil) {
+                progress: (@Sendable (Int64, Int64?) -> Void)? = nil, cancellation: TransferCancellation? = nil, logger: Logger? = nil) {
+        self.logger = logger
         self.strategy = strategy
         self.keepHoles = keepHoles
         self.buffers = buffers
