@@ -148,8 +148,11 @@ extension DirectFile {
     /// Starts a read into `buffer` without waiting. The engine owns the buffer until the
     /// request completes; `engine.reap` returns it with the outcome and `tag`.
     /// - Parameters:
-    ///   - count: bytes to read (default: the buffer from `bufferOffset` to its end).
+    ///   - buffer: the pool buffer the data goes to, owned by the engine until its completion.
     ///   - bufferOffset: where in the buffer the data goes.
+    ///   - count: bytes to read (default: the buffer from `bufferOffset` to its end).
+    ///   - offset: the file offset to read from.
+    ///   - tag: any value, handed back with the completion.
     public func submitRead(into buffer: consuming PoolBuffer, bufferOffset: Int = 0, count: Int? = nil, at offset: Int64, tag: UInt64) throws(DirectIOError) {
         try submit(isRead: true, buffer, bufferOffset: bufferOffset, count: count, at: offset, tag: tag)
     }

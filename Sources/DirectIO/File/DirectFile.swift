@@ -48,7 +48,10 @@ public struct DirectFile: ~Copyable {
     let identity: Identity
 
     /// Opens `path`.
-    /// - Parameter engine: the engine to submit through; nil creates one for this file alone.
+    /// - Parameters:
+    ///   - path: the file or block device.
+    ///   - options: how to open it (access, O_DIRECT required or preferred, misaligned requests).
+    ///   - engine: the engine to submit through; nil creates one for this file alone.
     public init(path: String, options: OpenOptions = OpenOptions(), engine: IOEngine? = nil) throws(DirectIOError) {
         let engine: IOEngine = if let engine { engine } else { try IOEngine() }
         let opened = try OpenedDescriptor.open(path: path, options: options)

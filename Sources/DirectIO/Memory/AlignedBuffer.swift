@@ -65,6 +65,8 @@ public struct AlignedBuffer: ~Copyable, IOBuffer, @unchecked Sendable {
 
     /// Maps at least `byteCount` bytes (rounded up to whole pages), zero-filled.
     /// - Parameters:
+    ///   - byteCount: the bytes wanted.
+    ///   - hugePages: back the buffer with huge pages (`.none`, or what the system allows).
     ///   - lock: mlock the pages. Failure (RLIMIT_MEMLOCK) is not an error: `report` says so.
     public init(byteCount: Int, hugePages: HugePages = .none, lock: Bool = true) throws(DirectIOError) {
         guard byteCount > 0 else {

@@ -38,8 +38,10 @@ public struct Preflight: Sendable {
     /// Runs every check on the live system.
     /// - Parameters:
     ///   - path: a file, block device or directory to inspect (nil: the system checks only).
-    ///   - rings, queueDepth, poolBytes: the runtime you plan (`IORuntime(rings:queueDepth:)`
-    ///     and a pool registered with it), for the locked-memory check.
+    ///   - rings: the rings of the runtime you plan (`IORuntime(rings:queueDepth:)`), for the
+    ///     locked-memory check.
+    ///   - queueDepth: its queue depth.
+    ///   - poolBytes: the bytes of a pool you plan to register with it.
     public static func check(path: String?, rings: Int? = nil, queueDepth: Int = 128, poolBytes: Int = 0) -> Preflight {
         var limits: DeviceLimits? = nil
         var pathError: DirectIOError? = nil

@@ -12,8 +12,12 @@ extension Transfer {
     /// included.
     ///
     /// A block device destination is written in place.
-    /// - Parameter beforePublishing: called with the source's and the finished copy's
-    ///   descriptors before the copy replaces anything (e.g. to compare checksums).
+    /// - Parameters:
+    ///   - sourcePath: the file to copy.
+    ///   - destinationPath: where the copy goes (replaced whole, or not at all).
+    ///   - options: strategy, holes, buffers, progress, cancellation, logger.
+    ///   - check: called with the source's and the finished copy's descriptors before the
+    ///     copy replaces anything (e.g. to compare checksums).
     public static func copyFile(from sourcePath: String, to destinationPath: String, options: TransferOptions = TransferOptions(),
                                 beforePublishing check: ((_ source: Int32, _ copy: Int32) throws(DirectIOError) -> Void)? = nil) throws(DirectIOError) -> TransferReport {
         let source: Int32

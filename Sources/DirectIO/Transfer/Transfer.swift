@@ -18,10 +18,14 @@ import SystemPackage
 /// (SEEK_DATA/SEEK_HOLE on the source, sendfile on a file destination).
 public enum Transfer {
     /// - Parameters:
-    ///   - sourceOffset, destinationOffset: where the range starts on each side; ignored for
-    ///     sockets and pipes.
+    ///   - source: where the bytes come from.
+    ///   - sourceOffset: where the range starts in the source; ignored for sockets and pipes.
+    ///   - destination: where they go.
+    ///   - destinationOffset: where the range starts in the destination; ignored for sockets
+    ///     and pipes.
     ///   - count: bytes to move; nil moves to the end of the source (its size for files and
     ///     block devices, end of stream for sockets and pipes).
+    ///   - options: strategy, holes, buffers, progress, cancellation, logger.
     public static func run(from source: TransferEndpoint, sourceOffset: Int64 = 0, to destination: TransferEndpoint, destinationOffset: Int64 = 0,
                            count: Int64? = nil, options: TransferOptions = TransferOptions()) throws(DirectIOError) -> TransferReport {
         guard sourceOffset >= 0, destinationOffset >= 0, count.map({ $0 >= 0 }) ?? true else {
