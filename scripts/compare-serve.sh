@@ -7,6 +7,8 @@
 #              10,000 files of 64 KiB, made once and kept
 #   ROUNDS     rounds per provider (default 3)
 #   SECONDS    wrk's duration per job (default 10)
+# SERVER_FLAGS are passed to the server (e.g. "--chunk-kib 512 --read-ahead 8": the directio
+# provider's reads; the local provider ignores them).
 # Each job starts a fresh server and drops the page cache first (root only): every round is
 # cold. Reported per job: wrk's requests and bytes per second, the server's CPU seconds per
 # GiB sent (utime + stime from /proc), and how much the page cache grew (Cached in
@@ -43,7 +45,7 @@ drop_caches() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sy
 run_job() {
   local provider=$1 name=$2; shift 2
   local port=$((20000 + RANDOM % 20000))
-  "$server" --root "$directory" --port "$port" --provider "$provider" >/dev/null 2>&1 &
+  "$server" --root "$directory" --port "$port" --provider "$provider" ${SERVER_FLAGS:-} >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/small/0.bin" && break; sleep 0.1; done
   drop_caches

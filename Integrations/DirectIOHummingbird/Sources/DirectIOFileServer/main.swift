@@ -27,6 +27,12 @@ struct FileServer: AsyncParsableCommand {
     @Option(help: "directio (O_DIRECT reads into pinned pool buffers) or local (Hummingbird's LocalFileSystem: buffered reads on NIO's thread pool).")
     var provider: Provider = .directio
 
+    @Option(help: "directio: KiB per read.")
+    var chunkKib: Int = 256
+
+    @Option(help: "directio: reads in flight or waiting for the socket, per response.")
+    var readAhead: Int = 4
+
     func run() async throws {
         var logger = Logger(label: "directio-file-server")
         logger.logLevel = .info
@@ -36,7 +42,7 @@ struct FileServer: AsyncParsableCommand {
         let runtime = try IORuntime()
         switch provider {
         case .directio:
-            router.add(middleware: FileMiddleware(fileProvider: try await DirectIOFileProvider(rootFolder: root, runtime: runtime, logger: logger)))
+            router.add(middleware: FileMiddleware(fileProvider: try await DirectIOFileProvider(rootFolder: root, runtime: runtime, chunkBytes: chunkKib << 10, readAhead: readAhead, logger: logger)))
         case .local:
             router.add(middleware: FileMiddleware(root, logger: logger))
         }
