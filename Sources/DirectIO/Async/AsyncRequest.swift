@@ -49,8 +49,9 @@ final class AsyncRequest: @unchecked Sendable {
     var cancelledByShutdown = false
     /// Whether the ring may put the file in its fixed-file table for this request: only from
     /// the file's second request on, so a file with one request is in no table and its
-    /// `AsyncFile` closes it directly. Set by the task before posting.
-    var mayRegisterFile = true
+    /// `AsyncFile` closes it directly. Set by the task before posting (`AsyncFile.perform`);
+    /// false unless it says so, since a slot for a file that closes directly would outlive it.
+    var mayRegisterFile = false
 
     init(opcode: Opcode, fd: Int32, address: UInt = 0, length: Int = 0, offset: Int64 = 0, dataOnly: Bool = false, poolSlot: PoolSlot? = nil, blockBytes: Int = 1, rwFlags: Int32 = 0, scope: IOScopeState? = nil) {
         self.opcode = opcode
