@@ -23,13 +23,20 @@ struct ChunkStream: Sendable {
         let count: Int
     }
 
+    /// How many chunks a response for `range` reads (the first starts at an aligned offset).
+    static func chunks(_ range: ClosedRange<Int>, chunkBytes: Int, alignment: Int) -> Int {
+        let alignment = max(alignment, 1)
+        let firstChunk = range.lowerBound / alignment * alignment
+        return (range.upperBound + 1 - firstChunk + chunkBytes - 1) / chunkBytes
+    }
+
     func write(to writer: inout any ResponseBodyWriter) async throws {
         // Reads start at a multiple of the direct-I/O alignment: whole chunks go straight to
         // the pool buffers; the range's ends are cut out of the first and last.
         let alignment = Int64(max(file.limits.offsetAlignment, 1))
         let end = Int64(range.upperBound) + 1
         let firstChunk = Int64(range.lowerBound) / alignment * alignment
-        let chunks = Int((end - firstChunk + Int64(chunkBytes) - 1) / Int64(chunkBytes))
+        let chunks = Self.chunks(range, chunkBytes: chunkBytes, alignment: file.limits.offsetAlignment)
         // One pool buffer per response, `readAhead` chunks long: a chunk per slice.
         let buffer = await pool.takeWaiting()
         let slices = max(1, min(buffer.count / chunkBytes, chunks))

@@ -38,7 +38,10 @@ public struct DirectIOFileProvider: FileProvider {
     public let root: String
     public let runtime: IORuntime
     public let chunkBytes: Int
+    /// Buffers of `readAhead` chunks, for responses of more than one chunk, and of one chunk,
+    /// for the rest: a small file never holds (or waits for) a read-ahead buffer.
     let pool: BufferPool
+    let singleChunkPool: BufferPool
     let logger: Logger
     /// Whether a fallback to the page cache has been logged at info (later ones at debug).
     private let fallbackLogged = Flag()
@@ -52,8 +55,9 @@ public struct DirectIOFileProvider: FileProvider {
     ///   - runtime: the runtime the reads run on (default: `IORuntime.shared()`).
     ///   - chunkBytes: the size of each read.
     ///   - readAhead: reads in flight or waiting for the socket per response.
-    ///   - buffers: pool buffers (`chunkBytes × readAhead` each), one per response being
-    ///     streamed; more responses wait for one.
+    ///   - buffers: read-ahead buffers (`chunkBytes × readAhead` each), one per response of
+    ///     more than one chunk being streamed, and as many single-chunk buffers for smaller
+    ///     responses; more responses wait for one.
     public init(rootFolder: String, runtime: IORuntime? = nil, chunkBytes: Int = 256 << 10, readAhead: Int = 4, buffers: Int = 32,
                 logger: Logger = Logger(label: "DirectIOFileProvider")) async throws {
         guard let root = ServedPath.realPath(rootFolder) else {
@@ -64,8 +68,10 @@ public struct DirectIOFileProvider: FileProvider {
         self.runtime = runtime
         self.chunkBytes = chunkBytes
         self.pool = try BufferPool(count: buffers, bufferBytes: chunkBytes * max(readAhead, 1))
+        self.singleChunkPool = try BufferPool(count: buffers, bufferBytes: chunkBytes)
         self.logger = logger
         await runtime.register(pool)
+        await runtime.register(singleChunkPool)
         logger.info("serving files with O_DIRECT", metadata: ["directio.root": "\(self.root)", "directio.chunk_bytes": "\(chunkBytes)"])
     }
 
@@ -103,7 +109,8 @@ public struct DirectIOFileProvider: FileProvider {
             logger.log(level: first ? .info : .debug, "serving through the page cache: O_DIRECT refused",
                        metadata: ["directio.path": "\(id.path)", "directio.reason": "\(note)"])
         }
-        let stream = ChunkStream(file: file, pool: pool, chunkBytes: chunkBytes, range: range)
+        let chunks = ChunkStream.chunks(range, chunkBytes: chunkBytes, alignment: file.limits.offsetAlignment)
+        let stream = ChunkStream(file: file, pool: chunks > 1 ? pool : singleChunkPool, chunkBytes: chunkBytes, range: range)
         return ResponseBody(contentLength: range.count) { writer in
             try await stream.write(to: &writer)
         }
