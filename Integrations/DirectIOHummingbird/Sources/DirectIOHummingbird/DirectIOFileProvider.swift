@@ -29,9 +29,12 @@ public struct DirectIOFileProvider: FileProvider {
         public let modificationDate: Date
     }
 
-    /// A file under the root, every symlink resolved.
+    /// A file under the root, every symlink resolved, and which file it was when resolved
+    /// (device and inode): what is opened later must be that file.
     public struct FileIdentifier: Sendable, Hashable {
         public let path: String
+        let device: UInt64
+        let inode: UInt64
     }
 
     /// The served root: resolved, ending in "/".
@@ -78,7 +81,9 @@ public struct DirectIOFileProvider: FileProvider {
     public func getFileIdentifier(_ path: String) -> FileIdentifier? {
         switch ServedPath.resolve(path, under: root) {
         case .file(let resolved):
-            return FileIdentifier(path: resolved)
+            var info = stat()
+            guard stat(resolved, &info) == 0 else { return nil }
+            return FileIdentifier(path: resolved, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         case .missing:
             return nil
         case .refused(let reason):
@@ -104,6 +109,13 @@ public struct DirectIOFileProvider: FileProvider {
         guard let attributes = try await getAttributes(id: id), !attributes.isFolder, attributes.size > 0 else { throw HTTPError(.notFound) }
         let range = range.clamped(to: 0...(attributes.size - 1))
         let file = try AsyncFile(path: id.path, options: OpenOptions(access: .readOnly, directIO: .preferred), runtime: runtime)
+        // The path was checked when resolved; a component swapped for a symlink since would
+        // make the open follow it out of the root. The file opened must be the one checked.
+        var opened = stat()
+        guard fstat(file.descriptor, &opened) == 0, UInt64(opened.st_dev) == id.device, UInt64(opened.st_ino) == id.inode else {
+            logger.info("refused a file that changed after its path was checked", metadata: ["directio.path": "\(id.path)"])
+            throw HTTPError(.notFound)
+        }
         if let note = file.fallbackNote {
             let first = !fallbackLogged.raised.exchange(true, ordering: .relaxed)
             logger.log(level: first ? .info : .debug, "serving through the page cache: O_DIRECT refused",

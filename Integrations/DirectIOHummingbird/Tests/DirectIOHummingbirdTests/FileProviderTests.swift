@@ -6,6 +6,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import NIOEmbedded
 import Synchronization
 import Testing
 @testable import DirectIOHummingbird
@@ -175,6 +176,29 @@ import Testing
         }
         #expect(ServedPath.resolve("///public", under: root) == .file(root + "public"))
         #expect(ServedPath.resolve("/inside/../public", under: root) != .file(tree.folder + "/secret"))
+    }
+
+    /// A path checked inside the root, then swapped for a symlink to a file outside before it
+    /// is opened (the window between the check and the open): the provider refuses the file
+    /// it opened, which is not the one it checked, and says so.
+    @Test func aPathSwappedForASymlinkAfterItsCheckIsRefused() async throws {
+        let tree = try Tree(base: "/var/tmp")
+        _ = try tree.add("swapped", count: 5000, seed: 13)
+        let captured = Captured()
+        let runtime = try IORuntime(rings: 1, queueDepth: 8)
+        let provider = try await DirectIOFileProvider(rootFolder: tree.root, runtime: runtime, buffers: 2,
+                                                      logger: Logger(label: "test") { _ in CapturingHandler(captured: captured) })
+        let id = try #require(provider.getFileIdentifier("/swapped"))
+        #expect(unlink(tree.root + "/swapped") == 0)
+        #expect(symlink(tree.folder + "/secret", tree.root + "/swapped") == 0)
+        do {
+            _ = try await provider.loadFile(id: id, range: 0...4999, context: BasicRequestContext(source: .init(channel: EmbeddedChannel(), logger: Logger(label: "test"))))
+            Issue.record("the provider served a file it had not checked")
+        } catch let error as HTTPError {
+            #expect(error.status == .notFound)
+        }
+        #expect(captured.messages.withLock { $0 }.contains { $0.contains("changed after its path was checked") })
+        await runtime.shutdown()
     }
 
     /// A file that shrinks while it is served ends its response with an error: the client gets
