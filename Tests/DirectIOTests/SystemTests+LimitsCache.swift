@@ -11,8 +11,10 @@ extension SystemTests {
     func limitsCachedPerMountFollowANewMountOfTheSameDevice() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }
+        var devices: [String] = []
         for sectorSize in [512, 4096, 512] {
             let filesystem = try MountedFilesystem.make("ext4", megabytes: 64, sectorSize: sectorSize, in: directory)
+            devices.append(filesystem.device.path)
             defer { filesystem.unmount() }
             let path = filesystem.mountPoint + "/data"
             try TestSupport.referenceWrite(path, TestSupport.pattern(count: 65536, seed: 7))
@@ -33,5 +35,7 @@ extension SystemTests {
             #expect(try file.write(bytes, at: Int64(sectorSize)) == sectorSize)
             #expect(try TestSupport.referenceRead(path, count: sectorSize, at: Int64(sectorSize)) == bytes)
         }
+        // The point: one loop number came back with another sector size (else nothing was tested).
+        #expect(Set(devices).count < devices.count, "no loop device number was reused: \(devices)")
     }
 }

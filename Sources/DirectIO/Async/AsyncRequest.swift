@@ -4,8 +4,8 @@ import SystemPackage
 /// One async I/O on its way through a ring worker: what to do, who waits for it, and whether
 /// its task was cancelled.
 ///
-/// Unchecked sendability: `continuation`, `group`, `tag`, `outcome` and the shutdown flags
-/// are written by the task before the request is posted (the post goes through the worker's
+/// Unchecked sendability: `continuation`, `group`, `tag`, `outcome`, `mayRegisterFile` and
+/// the shutdown flags are written by the task before the request is posted (the post goes through the worker's
 /// mutex, which orders it) or, afterwards, by the one thread that finishes the request (the
 /// worker's, or a poster refused at shutdown), and read by the task only after the
 /// continuation has resumed (which orders them again; a group resumes after an acquiring and

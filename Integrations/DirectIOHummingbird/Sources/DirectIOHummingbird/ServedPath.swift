@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 
 /// Turns a request path into a file under the served root, or says why it may not be served.
@@ -24,7 +25,7 @@ enum ServedPath {
     static func resolve(_ requestPath: String, under root: String) -> Resolution {
         if requestPath.utf8.contains(0) { return .refused("the path holds a NUL byte") }
         if requestPath.utf8.count > maxPathBytes { return .refused("the path is longer than \(maxPathBytes) bytes") }
-        for form in [requestPath, requestPath.percentDecoded ?? requestPath] {
+        for form in [requestPath, requestPath.removingPercentEncoding ?? requestPath] {
             if form.utf8.contains(0) { return .refused("the path holds an encoded NUL byte") }
             let segments = form.split(separator: "/", omittingEmptySubsequences: true)
             if segments.contains(where: { $0 == ".." }) { return .refused("the path climbs out with '..'") }
@@ -47,32 +48,5 @@ enum ServedPath {
         guard let resolved = realpath(path, nil) else { return nil }
         defer { free(resolved) }
         return String(cString: resolved)
-    }
-}
-
-extension String {
-    /// `%XX` sequences decoded as UTF-8; nil when one is malformed or the bytes are not UTF-8.
-    var percentDecoded: String? {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(utf8.count)
-        var iterator = utf8.makeIterator()
-        while let byte = iterator.next() {
-            guard byte == UInt8(ascii: "%") else {
-                bytes.append(byte)
-                continue
-            }
-            guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue) else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
