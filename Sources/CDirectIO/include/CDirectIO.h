@@ -13,6 +13,7 @@
 #ifndef CDIRECTIO_H
 #define CDIRECTIO_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <errno.h>
@@ -164,6 +165,21 @@ struct dio_file_clone_range {
 /// Tells ThreadSanitizer that whatever was released on `address` happens before this point
 /// (see shim.c; a no-op without ThreadSanitizer).
 void dio_tsan_acquire(const void *address);
+
+// MARK: - Swift's global executor (global_executor.c)
+
+/// Takes a job of Swift's global executor; false to leave it to the default executor.
+typedef bool (*dio_enqueue_job_fn)(void *job);
+/// Takes a job to run after `nanoseconds`; false to leave it to the default executor.
+typedef bool (*dio_enqueue_delayed_job_fn)(unsigned long long nanoseconds, void *job);
+/// Installs the concurrency runtime's global enqueue hooks: 0, or -1 when the runtime lacks
+/// them, -2 when another library has installed its own.
+int dio_install_global_executor_hooks(dio_enqueue_job_fn enqueue, dio_enqueue_delayed_job_fn enqueueDelayed);
+/// The ring worker whose thread is calling (NULL on other threads).
+void *dio_current_ring_worker(void);
+void dio_set_current_ring_worker(void *worker);
+/// Whether the calling thread is the process's first, the one `main` runs on.
+static inline bool dio_is_main_thread(void) { return syscall(SYS_gettid) == getpid(); }
 
 static inline void *dio_map_failed(void) { return MAP_FAILED; }
 static inline int dio_errno(void) { return errno; }

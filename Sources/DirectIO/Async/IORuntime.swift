@@ -115,6 +115,42 @@ public final class IORuntime: Sendable {
     /// Whether io_uring serves the rings (else each worker drives the blocking engine).
     public var usesIOUring: Bool { workers.first?.isRing ?? false }
 
+    /// Makes this runtime's rings Swift's global executor, for the rest of the process: every
+    /// task without an executor preference then runs on a ring's thread and submits its I/O
+    /// there with no handoff (the thread-per-core model, for code that never asks for it).
+    ///
+    /// Call it first thing in `main`, before any task starts (or set
+    /// `DIRECTIO_GLOBAL_EXECUTOR=rings` in the environment, which installs the shared runtime
+    /// before `main`). It is refused from a task other than the main one, and once any runtime
+    /// is installed. The runtime becomes `IORuntime.shared()` if none was made yet.
+    ///
+    /// What changes:
+    /// - Blocking a ring's thread (a lock held long, a synchronous `DirectFile` call, `sleep`)
+    ///   stalls every task on that ring and its I/O completions: as on NIO's event loops, keep
+    ///   blocking work off it (a thread of your own, or `DirectFile` from a thread).
+    /// - A task stays on the ring it was first run on, and its child tasks start there too;
+    ///   tasks made from other threads are spread round robin. A CPU-bound task shares its
+    ///   ring's thread with the I/O tasks there: between rounds of ready tasks the ring reaps
+    ///   completions, so I/O still completes when the CPU-bound task suspends or yields
+    ///   (`await Task.yield()`), but not while it runs without suspending.
+    /// - `Task.sleep` wakes on the ring the task slept on, through one timer thread.
+    /// - The main actor stays on the main thread.
+    public func installAsGlobalExecutor() throws(DirectIOError) {
+        let inTask = withUnsafeCurrentTask { $0 != nil }
+        if inTask && !Sys.isMainThread {
+            throw DirectIOError(.invalidArgument, operation: "install I/O runtime as global executor",
+                                detail: "tasks have started: the global executor must be chosen before any task runs (first thing in main, or DIRECTIO_GLOBAL_EXECUTOR=rings)")
+        }
+        try GlobalRings.install(self)
+        Self.sharedRuntime.withLock { shared in
+            if shared == nil { shared = self }
+        }
+        logger?.info("I/O runtime's rings are Swift's global executor", metadata: ["directio.rings": "\(workers.count)"])
+    }
+
+    /// The runtime whose rings are Swift's global executor, if one was installed.
+    public static var globalExecutorRuntime: IORuntime? { GlobalRings.installed.load()?.runtime }
+
     /// The executor of ring `ring`: tasks that prefer it run on that ring's thread and submit
     /// without a handoff.
     public func executor(ring: Int) -> any TaskExecutor {
@@ -172,5 +208,19 @@ public final class IORuntime: Sendable {
     /// A home ring for a new file, round robin.
     func assignHome() -> Int {
         nextHome.wrappingAdd(1, ordering: .relaxed).oldValue % workers.count
+    }
+}
+
+/// `DIRECTIO_GLOBAL_EXECUTOR=rings`: called by CDirectIO's constructor before `main`, when no
+/// task can have started. A failure is said on standard error and leaves Swift's default
+/// executor in place: the program still runs, only slower.
+@_cdecl("dio_install_rings_from_environment")
+func installRingsFromEnvironment() {
+    do {
+        try IORuntime.shared().installAsGlobalExecutor()
+    } catch {
+        let message = "DirectIO: DIRECTIO_GLOBAL_EXECUTOR=rings: \(error); tasks stay on Swift's default executor\n"
+        var bytes = Array(message.utf8)
+        _ = try? Sys.write(2, &bytes, bytes.count)
     }
 }

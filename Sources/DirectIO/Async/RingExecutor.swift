@@ -1,3 +1,5 @@
+import CDirectIO
+
 /// Runs tasks on a ring worker's thread: a task started with
 /// `withTaskExecutorPreference(runtime.executor(ring: n))` submits its I/O straight into ring
 /// n and is resumed on the same thread, with no cross-thread handoff and no wake-up: the
@@ -10,12 +12,25 @@ package final class RingExecutor: TaskExecutor {
 
     init(_ worker: RingWorker) { self.worker = worker }
 
+    /// The executor of the ring whose thread is calling, if any (a thread-local its worker
+    /// sets while its loop runs).
+    static var current: RingExecutor? {
+        guard let raw = dio_current_ring_worker() else { return nil }
+        // The thread holds its executor until it exits, and clears this before it does.
+        return Unmanaged<RingExecutor>.fromOpaque(raw).takeUnretainedValue()
+    }
+
     package func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
+        run(UnownedJob(job))
+    }
+
+    /// Runs `job` on the ring's thread, or elsewhere once the ring has stopped.
+    func run(_ job: UnownedJob) {
         if !worker.enqueue(job) { runElsewhere(job) }
     }
 
-    /// After the worker has exited, its tasks still need somewhere to run: the global pool.
+    /// After the worker has exited, its tasks still need somewhere to run: the global executor
+    /// (the other rings while they run, when they are that executor; else Swift's default pool).
     func runElsewhere(_ job: UnownedJob) {
         globalConcurrentExecutor.enqueue(job)
     }

@@ -156,6 +156,10 @@ final class RingWorker: @unchecked Sendable {
         return post(.job(job))
     }
 
+    /// Set when the worker's runtime is Swift's global executor (`GlobalRings`): tasks
+    /// resumed or started on its thread stay on it.
+    let servesGlobalJobs = Atomic<Bool>(false)
+
     /// Whether the worker drives io_uring (else the blocking engine).
     var isRing: Bool { wakesByEventFD.load(ordering: .acquiring) }
 
@@ -226,6 +230,7 @@ final class RingWorker: @unchecked Sendable {
 
     private func run(ready: ConditionLock<ReadyState>, executor: RingExecutor) {
         thread.store(Sys.currentThread(), ordering: .relaxed)
+        dio_set_current_ring_worker(Unmanaged.passUnretained(executor).toOpaque())
         let engine: IOEngine
         do {
             // One more slot than requests: the eventfd read that wakes the worker.
@@ -233,6 +238,8 @@ final class RingWorker: @unchecked Sendable {
             engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024, bounceBuffers: 1, smallBounceBuffers: false,
                                   logger: logger, wrappingBackend: wrap)
         } catch {
+            dio_set_current_ring_worker(nil)
+            thread.store(0, ordering: .relaxed)
             ready.updateAndBroadcast { $0 = .failed(error) }
             return
         }
@@ -282,20 +289,28 @@ final class RingWorker: @unchecked Sendable {
             }
             local.pointee.takenMessages.removeAll(keepingCapacity: true)
             submitBacklog()
-            // Posted jobs, tasks resumed on this thread, and those they resume in turn run now,
-            // before the worker looks for completions again.
-            while !local.pointee.localJobs.isEmpty {
+            // Posted jobs and tasks resumed on this thread run now, one round of them: jobs they
+            // enqueue in turn (a task that yields, a child task) wait until the worker has looked
+            // for completions again, so a task that keeps yielding cannot starve the ring's I/O.
+            if !local.pointee.localJobs.isEmpty {
                 swap(&local.pointee.localJobs, &local.pointee.runningJobs)
+                // Every job runs as on the ring's task executor, those of tasks without a
+                // preference too (Swift's global jobs, when the rings are the global executor):
+                // `Task.currentExecutor` is then the ring, so what the standard library enqueues
+                // there (`Task.yield`, `Task.sleep`) stays on this thread.
                 for job in local.pointee.runningJobs { job.runSynchronously(on: taskExecutor) }
                 local.pointee.runningJobs.removeAll(keepingCapacity: true)
             }
             // Every message taken has been handled (jobs included): once stopping, leave as soon
-            // as nothing is in the kernel or waiting for it. Later posts are handled in `exit`.
-            if local.pointee.stopping && engine.waitersInFlight == 0 && local.pointee.backlogHead == local.pointee.backlog.count {
+            // as nothing is in the kernel, waiting for it, or ready to run. Later posts are
+            // handled in `exit`.
+            if local.pointee.stopping && engine.waitersInFlight == 0 && local.pointee.backlogHead == local.pointee.backlog.count
+                && local.pointee.localJobs.isEmpty {
                 break
             }
-            // Sleep only when nothing was posted meanwhile: a post that saw `sleeping` wakes us.
-            let block = inbox.withLock { box -> Bool in
+            // Sleep only when nothing is ready to run and nothing was posted meanwhile: a post
+            // that saw `sleeping` wakes us.
+            let block = local.pointee.localJobs.isEmpty && inbox.withLock { box -> Bool in
                 guard box.messages.isEmpty else { return false }
                 box.sleeping = true
                 return true
@@ -419,6 +434,9 @@ final class RingWorker: @unchecked Sendable {
             box.messages.removeAll()
             return taken
         }
+        // From here this thread is no ring's: tasks resumed below go to other threads.
+        thread.store(0, ordering: .relaxed)
+        dio_set_current_ring_worker(nil)
         // Posts that raced with the exit: refuse requests, run jobs elsewhere.
         for message in late {
             switch message {
@@ -440,5 +458,7 @@ final class RingWorker: @unchecked Sendable {
         local.pointee.engine = nil
         for waiter in local.pointee.stopWaiters { waiter.resume() }
         local.pointee.stopWaiters.removeAll()
+        for job in local.pointee.localJobs { executor.runElsewhere(job) }
+        local.pointee.localJobs.removeAll()
     }
 }

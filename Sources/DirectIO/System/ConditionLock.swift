@@ -25,7 +25,12 @@ package final class ConditionLock<State: Sendable>: @unchecked Sendable {
         pthread_mutex_init(mutex, nil)
         condition = .allocate(capacity: 1)
         condition.initialize(to: pthread_cond_t())
-        pthread_cond_init(condition, nil)
+        // Timed waits measure on the monotonic clock, which a change of the wall clock cannot move.
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -60,6 +65,23 @@ package final class ConditionLock<State: Sendable>: @unchecked Sendable {
         while true {
             if let result = attempt(&state.pointee) { return result }
             pthread_cond_wait(condition, mutex)
+        }
+    }
+
+    /// Like `wait(for:)`, but `attempt` also says until when to sleep (monotonic nanoseconds,
+    /// `Sys.monotonicNanoseconds`) before it is asked again if nothing changes; nil: until a change.
+    package func wait<R>(timing attempt: (inout State) -> (result: R?, wakeAt: UInt64?)) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while true {
+            let (result, wakeAt) = attempt(&state.pointee)
+            if let result { return result }
+            guard let wakeAt else {
+                pthread_cond_wait(condition, mutex)
+                continue
+            }
+            var deadline = timespec(tv_sec: Int(wakeAt / 1_000_000_000), tv_nsec: Int(wakeAt % 1_000_000_000))
+            pthread_cond_timedwait(condition, mutex, &deadline)
         }
     }
 }

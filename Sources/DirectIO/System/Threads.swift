@@ -1,3 +1,4 @@
+import CDirectIO
 import Glibc
 import SystemPackage
 
@@ -6,6 +7,9 @@ import SystemPackage
 extension Sys {
     /// The calling thread's identity (pthread_self: thread-local storage, no system call).
     @inline(__always) static func currentThread() -> UInt { UInt(pthread_self()) }
+
+    /// Whether the calling thread is the process's first (the one `main` runs on).
+    static var isMainThread: Bool { dio_is_main_thread() }
 
     /// Starts a detached thread that runs `body` once.
     static func startDetachedThread(_ body: @escaping @Sendable () -> Void) throws(Errno) {

@@ -1,0 +1,57 @@
+import Synchronization
+
+/// Jobs waiting for their time (`Task.sleep` on the rings), on one thread that sleeps until the
+/// earliest is due and then hands it to the ring executor it came from (or to the global
+/// executor). Started on first use.
+final class DelayedJobs: Sendable {
+    private struct Entry: Sendable {
+        let deadline: UInt64
+        let job: UnownedJob
+        let executor: RingExecutor?
+    }
+
+    /// Latest deadline first, so the earliest is the last element (removed in O(1)).
+    private let waiting = ConditionLock<[Entry]>([])
+
+    /// Made with its thread; a process that cannot start one more thread cannot sleep on the
+    /// rings, and its sleeping tasks run after no delay rather than never.
+    static let shared: DelayedJobs? = {
+        let timers = DelayedJobs()
+        do { try Sys.startDetachedThread { timers.run() } } catch { return nil }
+        return timers
+    }()
+
+    /// Runs `job` on `executor` (nil: the global executor) once `nanoseconds` have passed.
+    static func add(_ job: UnownedJob, after nanoseconds: UInt64, on executor: RingExecutor?) {
+        guard let timers = shared else {
+            if let executor { executor.run(job) } else { globalConcurrentExecutor.enqueue(job) }
+            return
+        }
+        let (deadline, overflow) = Sys.monotonicNanoseconds().addingReportingOverflow(nanoseconds)
+        let entry = Entry(deadline: overflow ? .max : deadline, job: job, executor: executor)
+        timers.waiting.updateAndBroadcast { entries in
+            var low = 0, high = entries.count
+            while low < high {
+                let middle = (low + high) / 2
+                if entries[middle].deadline > entry.deadline { low = middle + 1 } else { high = middle }
+            }
+            entries.insert(entry, at: low)
+        }
+    }
+
+    private func run() {
+        while true {
+            let due = waiting.wait { (entries: inout [Entry]) -> (result: [Entry]?, wakeAt: UInt64?) in
+                guard let earliest = entries.last else { return (nil, nil) }
+                let now = Sys.monotonicNanoseconds()
+                guard earliest.deadline <= now else { return (nil, earliest.deadline) }
+                var taken: [Entry] = []
+                while let last = entries.last, last.deadline <= now { taken.append(entries.removeLast()) }
+                return (taken, nil)
+            }
+            for entry in due {
+                if let executor = entry.executor { executor.run(entry.job) } else { globalConcurrentExecutor.enqueue(entry.job) }
+            }
+        }
+    }
+}

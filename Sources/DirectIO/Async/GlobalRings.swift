@@ -1,0 +1,75 @@
+import CDirectIO
+import Synchronization
+import SystemPackage
+
+/// An `IORuntime` installed as Swift's global executor (`IORuntime.installAsGlobalExecutor`):
+/// every task without an executor preference runs on a ring's thread, so its I/O goes straight
+/// into that ring and its resumption needs no other thread, the glommio/Seastar model for
+/// ordinary Swift code.
+///
+/// The mechanism is the concurrency runtime's global enqueue hooks (what swift-nio uses to make
+/// its event loops the global executor), installed at run time. Swift 6.3's other mechanism, an
+/// `ExecutorFactory` (`@_spi(ExperimentalCustomExecutors)`), is chosen when the program's main
+/// module is compiled (`-executor-factory`): no library can offer it to an unmodified program or
+/// a test bundle, and its SPI may change. The hooks miss what the standard library enqueues on
+/// `Task.currentExecutor` itself (`Task.yield`, `Task.sleep`); the rings catch those by running
+/// every job as on their task executor (`RingWorker`), which is then `Task.currentExecutor`.
+///
+/// Placement: a job enqueued on a ring's thread (a task resumed by a completion, a task
+/// yielding, a child task, a continuation resumed there) stays on that ring; jobs from other
+/// threads (the main thread, NIO's event loops, another runtime's ring) go round robin. Delayed
+/// jobs wait on one timer thread, then go back to the ring they came from.
+///
+/// The hooks are installed once and never removed: the concurrency runtime reads them without
+/// synchronization, so swapping them while tasks run would race. Once the runtime's rings have
+/// stopped, jobs go back to Swift's default executor.
+final class GlobalRings: Sendable {
+    let runtime: IORuntime
+    private let next = Atomic<Int>(0)
+
+    private init(_ runtime: IORuntime) {
+        self.runtime = runtime
+    }
+
+    /// The installed runtime, set once before the hooks can call in.
+    static let installed = AtomicLazyReference<GlobalRings>()
+
+    /// Installs `runtime`'s rings as the global executor (the checks are the caller's).
+    static func install(_ runtime: IORuntime) throws(DirectIOError) {
+        let rings = GlobalRings(runtime)
+        guard installed.storeIfNil(rings) === rings else {
+            throw DirectIOError(.alreadyExists, operation: "install I/O runtime as global executor", detail: "a runtime's rings already are Swift's global executor; there can be only one")
+        }
+        for worker in runtime.workers { worker.servesGlobalJobs.store(true, ordering: .releasing) }
+        let installedHooks = dio_install_global_executor_hooks(
+            { raw in
+                guard let raw, let rings = GlobalRings.installed.load() else { return false }
+                return rings.enqueue(unsafeBitCast(raw, to: UnownedJob.self))
+            },
+            { nanoseconds, raw in
+                guard let raw, GlobalRings.installed.load() != nil else { return false }
+                DelayedJobs.add(unsafeBitCast(raw, to: UnownedJob.self), after: nanoseconds, on: RingExecutor.current)
+                return true
+            })
+        // The runtime stays in `installed` either way: a failed install keeps another from
+        // being tried, and no hook ever reads it.
+        switch installedHooks {
+        case 0: return
+        case -2: throw DirectIOError(.alreadyExists, operation: "install I/O runtime as global executor", detail: "another library (swift-nio's event loops?) already installed Swift's global executor hooks")
+        default: throw DirectIOError(.unsupported, operation: "install I/O runtime as global executor", detail: "this Swift runtime has no global executor hooks (swift_task_enqueueGlobal_hook)")
+        }
+    }
+
+    /// Takes a job of the global executor; false when every ring has stopped.
+    private func enqueue(_ job: UnownedJob) -> Bool {
+        if let worker = RingExecutor.current?.worker, worker.servesGlobalJobs.load(ordering: .relaxed), worker.enqueue(job) {
+            return true
+        }
+        let workers = runtime.workers
+        let first = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        for step in 0..<workers.count where workers[(first &+ step) % workers.count].post(.job(job)) {
+            return true
+        }
+        return false
+    }
+}
