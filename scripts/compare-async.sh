@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The async API against the batched API (and fio, when installed) on the same file, in one
 # run: 4 KiB random reads at depth 64 (64 tasks for the async APIs), rounds in rotating order.
+# async-rings is the async job with the rings installed as Swift's global executor.
 #
 # Usage: scripts/compare-async.sh [PATH] [ROUNDS] [RUNTIME_SECONDS]
 #   PATH     file or block device (default ./.compare-fio.dat, 1 GiB, created if absent)
@@ -18,7 +19,7 @@ dio=.build/release/dio
 [ -e "$target" ] || "$dio" bench "$target" --size 1g --rw read --runtime 0.2 --ramp 0 --json >/dev/null
 size=$(( 1 << 30 ))
 [ -f "$target" ] && size=$(stat -c %s "$target")
-tools=(batched async async-executor async-scoped)
+tools=(batched async async-rings async-executor async-scoped)
 command -v fio >/dev/null && tools+=(fio)
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
@@ -36,7 +37,10 @@ cpu = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * side["runtime"] / 1000.0
 print(json.dumps({"tool": "fio", "round": int(sys.argv[1]), "iops": side["iops"], "p50": side["lat_ns"]["percentile"]["50.000000"], "cpu": cpu * 1e6 / max(1, side["total_ios"])}))
 ' "$round" >> "$results"
   else
-    "$dio" bench "$target" --rw randread --bs 4k --iodepth 64 --size "$size" --runtime "$runtime" --ramp 1 --api "$tool" --json \
+    # async-rings: the async job with the runtime's rings installed as Swift's global executor.
+    local api=(--api "$tool")
+    [ "$tool" = async-rings ] && api=(--api async --global-executor rings)
+    "$dio" bench "$target" --rw randread --bs 4k --iodepth 64 --size "$size" --runtime "$runtime" --ramp 1 "${api[@]}" --json \
       | python3 -c '
 import json, sys
 job = json.loads(sys.stdin.readline())

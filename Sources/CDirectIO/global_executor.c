@@ -20,15 +20,17 @@ typedef void (DIO_SWIFTCC *dio_get_time_fn)(long long *seconds, long long *nanos
 
 static dio_enqueue_job_fn dio_enqueue_target;
 static dio_enqueue_delayed_job_fn dio_enqueue_delayed_target;
+// The installed runtime's Swift object (retained for the life of the process).
+static void *dio_enqueue_context;
 static dio_get_time_fn dio_get_time;
 
 static void DIO_SWIFTCC dio_enqueue_hook(void *job, dio_enqueue_original original) {
-    if (!dio_enqueue_target(job)) original(job);
+    if (!dio_enqueue_target(dio_enqueue_context, job)) original(job);
 }
 
 static void DIO_SWIFTCC dio_enqueue_delay_hook(unsigned long long delay, void *job,
                                                dio_enqueue_delay_original original) {
-    if (!dio_enqueue_delayed_target(delay, job)) original(delay, job);
+    if (!dio_enqueue_delayed_target(dio_enqueue_context, delay, job)) original(delay, job);
 }
 
 static void DIO_SWIFTCC dio_enqueue_deadline_hook(long long sec, long long nsec, long long tsec, long long tnsec,
@@ -37,11 +39,11 @@ static void DIO_SWIFTCC dio_enqueue_deadline_hook(long long sec, long long nsec,
     long long nowSeconds = 0, nowNanoseconds = 0;
     dio_get_time(&nowSeconds, &nowNanoseconds, clock);
     long long delay = (sec - nowSeconds) * 1000000000LL + (nsec - nowNanoseconds);
-    if (!dio_enqueue_delayed_target(delay > 0 ? (unsigned long long)delay : 0, job))
+    if (!dio_enqueue_delayed_target(dio_enqueue_context, delay > 0 ? (unsigned long long)delay : 0, job))
         original(sec, nsec, tsec, tnsec, clock, job);
 }
 
-int dio_install_global_executor_hooks(dio_enqueue_job_fn enqueue, dio_enqueue_delayed_job_fn enqueueDelayed) {
+int dio_install_global_executor_hooks(void *context, dio_enqueue_job_fn enqueue, dio_enqueue_delayed_job_fn enqueueDelayed) {
     void **enqueueHook = dlsym(RTLD_DEFAULT, "swift_task_enqueueGlobal_hook");
     void **delayHook = dlsym(RTLD_DEFAULT, "swift_task_enqueueGlobalWithDelay_hook");
     void **deadlineHook = dlsym(RTLD_DEFAULT, "swift_task_enqueueGlobalWithDeadline_hook");
@@ -49,6 +51,7 @@ int dio_install_global_executor_hooks(dio_enqueue_job_fn enqueue, dio_enqueue_de
     if (!enqueueHook || !delayHook || !deadlineHook || !getTime) return -1;
     // Someone else (swift-nio's event loops, another library) already took the global executor.
     if (*enqueueHook || *delayHook || *deadlineHook) return -2;
+    dio_enqueue_context = context;
     dio_enqueue_target = enqueue;
     dio_enqueue_delayed_target = enqueueDelayed;
     dio_get_time = (dio_get_time_fn)getTime;
@@ -58,7 +61,9 @@ int dio_install_global_executor_hooks(dio_enqueue_job_fn enqueue, dio_enqueue_de
     return 0;
 }
 
-static __thread void *dio_ring_worker_of_thread;
+// initial-exec: read with one instruction, not a __tls_get_addr call per job (this object is
+// linked into the program or a library loaded with it, never dlopen'ed later).
+static __thread __attribute__((tls_model("initial-exec"))) void *dio_ring_worker_of_thread;
 
 void *dio_current_ring_worker(void) { return dio_ring_worker_of_thread; }
 void dio_set_current_ring_worker(void *worker) { dio_ring_worker_of_thread = worker; }

@@ -169,12 +169,13 @@ void dio_tsan_acquire(const void *address);
 // MARK: - Swift's global executor (global_executor.c)
 
 /// Takes a job of Swift's global executor; false to leave it to the default executor.
-typedef bool (*dio_enqueue_job_fn)(void *job);
+typedef bool (*dio_enqueue_job_fn)(void *context, void *job);
 /// Takes a job to run after `nanoseconds`; false to leave it to the default executor.
-typedef bool (*dio_enqueue_delayed_job_fn)(unsigned long long nanoseconds, void *job);
-/// Installs the concurrency runtime's global enqueue hooks: 0, or -1 when the runtime lacks
-/// them, -2 when another library has installed its own.
-int dio_install_global_executor_hooks(dio_enqueue_job_fn enqueue, dio_enqueue_delayed_job_fn enqueueDelayed);
+typedef bool (*dio_enqueue_delayed_job_fn)(void *context, unsigned long long nanoseconds, void *job);
+/// Installs the concurrency runtime's global enqueue hooks, which call `enqueue` and
+/// `enqueueDelayed` with `context`: 0, or -1 when the runtime lacks them, -2 when another
+/// library has installed its own.
+int dio_install_global_executor_hooks(void *context, dio_enqueue_job_fn enqueue, dio_enqueue_delayed_job_fn enqueueDelayed);
 /// The ring worker whose thread is calling (NULL on other threads).
 void *dio_current_ring_worker(void);
 void dio_set_current_ring_worker(void *worker);

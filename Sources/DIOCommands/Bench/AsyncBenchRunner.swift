@@ -32,11 +32,13 @@ enum AsyncBenchRunner {
         }
     }
 
-    static func run(_ workload: Workload, path: String, sizeBytes: Int64, rings: Int) throws -> BenchResult {
+    /// With `installed`, the runtime whose rings are Swift's global executor runs the job (and
+    /// is not shut down: it runs every task from now on); else a runtime of `rings` rings.
+    static func run(_ workload: Workload, path: String, sizeBytes: Int64, rings: Int, installed: IORuntime? = nil) throws -> BenchResult {
         if let problem = workload.validate() {
             throw DirectIOError(.invalidArgument, operation: "bench", path: path, detail: problem)
         }
-        let runtime = try IORuntime(rings: rings, queueDepth: workload.iodepth)
+        let runtime = try installed ?? IORuntime(rings: rings, queueDepth: workload.iodepth)
         let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.maxBlockBytes + workload.bufferOffset, hugePages: workload.hugePages)
         let access: OpenOptions.Access = workload.pattern.writes ? .readWrite : .readOnly
         let file = try AsyncFile(path: path, options: OpenOptions(access: access, directIO: workload.mode == .direct ? .required : .disabled), runtime: runtime)
@@ -47,13 +49,14 @@ enum AsyncBenchRunner {
         if let log { notes.append("log \(logPath), \(log.blockBytes)-byte blocks") }
         defer { if log != nil { _ = unlink(logPath) } }
         if !runtime.usesIOUring { notes.append("io_uring unavailable: the runtime's rings drive the blocking engine") }
+        if installed != nil { notes.append("tasks on the rings: \(runtime.ringCount) ring(s) installed as Swift's global executor") }
 
         let outcome = ResultBox()
         let done = DispatchSemaphore(value: 0)
         Task {
             if workload.buffers == .registered { await runtime.register(pool) }
             outcome.value = await measure(workload, file: file, log: log, pool: pool, runtime: runtime, sizeBytes: sizeBytes)
-            await runtime.shutdown()
+            if installed == nil { await runtime.shutdown() }
             done.signal()
         }
         done.wait()

@@ -78,6 +78,13 @@ public struct Bench: ParsableCommand {
     @Option(help: "Rings of the async runtime (with the async APIs).")
     var rings: Int = 1
 
+    @Option(name: .customLong("global-executor"), help: "Where the async APIs' tasks run: default (Swift's global executor as shipped) or rings (the runtime's rings installed as Swift's global executor, IORuntime.installAsGlobalExecutor; one runtime then serves every job).")
+    var globalExecutor: GlobalExecutorArgument = .default
+
+    public enum GlobalExecutorArgument: String, ExpressibleByArgument, CaseIterable, Sendable {
+        case `default`, rings
+    }
+
     @Flag(help: "Print one JSON object per job.")
     var json = false
 
@@ -132,6 +139,9 @@ public struct Bench: ParsableCommand {
 
     public func validate() throws {
         if rings < 1 || rings > 64 { throw ValidationError("--rings must be between 1 and 64") }
+        if globalExecutor == .rings && (!api.isAsync || api == .asyncExecutor || api == .asyncScoped) {
+            throw ValidationError("--global-executor rings runs the tasks of --api async or log-async on the rings (async-executor and async-scoped choose a ring's executor themselves)")
+        }
         for job in workloads(sizeBytes: Int64(size?.bytes ?? 1 << 30)) {
             if let problem = job.validate() { throw ValidationError(problem) }
         }
@@ -148,6 +158,13 @@ public struct Bench: ParsableCommand {
         let log: (String) -> Void = { message in if !json { printError(message) } }
         let target = try BenchTarget.prepare(path: path, sizeBytes: size.map { Int64($0.bytes) }, defaultSize: 1 << 30, seed: seed, log: log)
         var results: [BenchResult] = []
+        // Installed once, before any task: every async job's tasks then run on its rings.
+        var installed: IORuntime? = nil
+        if globalExecutor == .rings {
+            let runtime = try IORuntime(rings: rings, queueDepth: max(iodepth, 128))
+            try runtime.installAsGlobalExecutor()
+            installed = runtime
+        }
         for job in workloads(sizeBytes: target.sizeBytes) {
             let progress: BenchRunner.Progress? = terminal && !json ? { elapsed, ios in
                 let rate = elapsed > job.rampSeconds ? Double(ios) / (elapsed - job.rampSeconds) : 0
@@ -157,7 +174,7 @@ public struct Bench: ParsableCommand {
             var result = switch job.api {
             case .batched: try BenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, progress: progress)
             case .sync, .posix, .log: try SyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes)
-            case .async, .asyncExecutor, .asyncScoped, .logAsync: try AsyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, rings: rings)
+            case .async, .asyncExecutor, .asyncScoped, .logAsync: try AsyncBenchRunner.run(job, path: target.path, sizeBytes: target.sizeBytes, rings: rings, installed: installed)
             }
             result.swiotlbSlotsUsedBefore = swiotlbBefore
             result.swiotlbSlotsUsedAfter = Preflight.KernelBounce.swiotlbSlotsInUse()

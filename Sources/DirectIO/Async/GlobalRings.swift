@@ -41,13 +41,15 @@ final class GlobalRings: Sendable {
             throw DirectIOError(.alreadyExists, operation: "install I/O runtime as global executor", detail: "a runtime's rings already are Swift's global executor; there can be only one")
         }
         for worker in runtime.workers { worker.servesGlobalJobs.store(true, ordering: .releasing) }
+        // The hooks get the object unretained: `installed` holds it for the life of the process.
         let installedHooks = dio_install_global_executor_hooks(
-            { raw in
-                guard let raw, let rings = GlobalRings.installed.load() else { return false }
-                return rings.enqueue(unsafeBitCast(raw, to: UnownedJob.self))
+            Unmanaged.passUnretained(rings).toOpaque(),
+            { context, raw in
+                guard let context, let raw else { return false }
+                return Unmanaged<GlobalRings>.fromOpaque(context).takeUnretainedValue().enqueue(unsafeBitCast(raw, to: UnownedJob.self))
             },
-            { nanoseconds, raw in
-                guard let raw, GlobalRings.installed.load() != nil else { return false }
+            { _, nanoseconds, raw in
+                guard let raw else { return false }
                 DelayedJobs.add(unsafeBitCast(raw, to: UnownedJob.self), after: nanoseconds, on: RingExecutor.current)
                 return true
             })
