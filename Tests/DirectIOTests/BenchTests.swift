@@ -199,6 +199,21 @@ import Testing
         #expect((latency["p50"] as? Int ?? 0) > 0)
     }
 
+    @Test func theAsyncJobRunsWithTheRingsAsTheGlobalExecutor() throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/bench.dat"
+        let result = try TestSupport.run([TestSupport.dioExecutable, "bench", path, "--rw", "randrw", "--bs", "4k", "--iodepth", "16",
+                                          "--size", "16m", "--runtime", "0.3", "--ramp", "0.1", "--api", "async", "--global-executor", "rings", "--json"])
+        #expect(result.status == 0, "\(result.error)")
+        let json = try TestSupport.json(result.output)
+        let ios = try #require(json["ios"] as? Int)
+        #expect(ios > 0 && json["bytesDirect"] as? Int == ios * 4096)
+        #expect((json["notes"] as? [String])?.contains { $0.contains("installed as Swift's global executor") } == true, "\(result.output)")
+        let refused = try TestSupport.run([TestSupport.dioExecutable, "bench", path, "--rw", "randread", "--api", "batched", "--global-executor", "rings"])
+        #expect(refused.status != 0 && refused.error.contains("--global-executor rings runs the tasks of --api async"), "\(refused.error)")
+    }
+
     @Test func unalignedJobOptionsParseAsFiosDo() throws {
         let job = try #require(try Bench.parse(["--rw", "write", "--bsrange", "1-9000", "--bs-unaligned", "--fdatasync", "64", "--api", "sync", "--iodepth", "1"])
             .workloads(sizeBytes: 1 << 30).first)
