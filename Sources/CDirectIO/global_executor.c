@@ -63,10 +63,10 @@ int dio_install_global_executor_hooks(void *context, dio_enqueue_job_fn enqueue,
 
 // initial-exec: read with one instruction, not a __tls_get_addr call per job (this object is
 // linked into the program or a library loaded with it, never dlopen'ed later).
-static __thread __attribute__((tls_model("initial-exec"))) void *dio_ring_worker_of_thread;
+static __thread __attribute__((tls_model("initial-exec"))) void *dio_ring_executor_of_thread;
 
-void *dio_current_ring_worker(void) { return dio_ring_worker_of_thread; }
-void dio_set_current_ring_worker(void *worker) { dio_ring_worker_of_thread = worker; }
+void *dio_current_ring_executor(void) { return dio_ring_executor_of_thread; }
+void dio_set_current_ring_executor(void *executor) { dio_ring_executor_of_thread = executor; }
 
 // DIRECTIO_GLOBAL_EXECUTOR=rings makes the default I/O runtime's rings the global executor
 // before main runs, so no task can have started elsewhere: how a program opts in without a code

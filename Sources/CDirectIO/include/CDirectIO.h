@@ -176,9 +176,9 @@ typedef bool (*dio_enqueue_delayed_job_fn)(void *context, unsigned long long nan
 /// `enqueueDelayed` with `context`: 0, or -1 when the runtime lacks them, -2 when another
 /// library has installed its own.
 int dio_install_global_executor_hooks(void *context, dio_enqueue_job_fn enqueue, dio_enqueue_delayed_job_fn enqueueDelayed);
-/// The ring worker whose thread is calling (NULL on other threads).
-void *dio_current_ring_worker(void);
-void dio_set_current_ring_worker(void *worker);
+/// The executor of the ring whose thread is calling (NULL on other threads).
+void *dio_current_ring_executor(void);
+void dio_set_current_ring_executor(void *executor);
 /// Whether the calling thread is the process's first, the one `main` runs on.
 static inline bool dio_is_main_thread(void) { return syscall(SYS_gettid) == getpid(); }
 

@@ -31,34 +31,40 @@ final class GlobalRings: Sendable {
         self.runtime = runtime
     }
 
-    /// The installed runtime, set once before the hooks can call in.
+    /// The installed runtime, set once the hooks are in place.
     static let installed = AtomicLazyReference<GlobalRings>()
+    /// Serializes installs: the hooks are checked and set under it.
+    private static let installing = ConditionLock<Void>(())
 
-    /// Installs `runtime`'s rings as the global executor (the checks are the caller's).
+    /// Installs `runtime`'s rings as the global executor (the checks are the caller's). A
+    /// refused install leaves everything as it was.
     static func install(_ runtime: IORuntime) throws(DirectIOError) {
-        let rings = GlobalRings(runtime)
-        guard installed.storeIfNil(rings) === rings else {
-            throw DirectIOError(.alreadyExists, operation: "install I/O runtime as global executor", detail: "a runtime's rings already are Swift's global executor; there can be only one")
-        }
-        for worker in runtime.workers { worker.servesGlobalJobs.store(true, ordering: .releasing) }
-        // The hooks get the object unretained: `installed` holds it for the life of the process.
-        let installedHooks = dio_install_global_executor_hooks(
-            Unmanaged.passUnretained(rings).toOpaque(),
-            { context, raw in
-                guard let context, let raw else { return false }
-                return Unmanaged<GlobalRings>.fromOpaque(context).takeUnretainedValue().enqueue(unsafeBitCast(raw, to: UnownedJob.self))
-            },
-            { _, nanoseconds, raw in
-                guard let raw else { return false }
-                DelayedJobs.add(unsafeBitCast(raw, to: UnownedJob.self), after: nanoseconds, on: RingExecutor.current)
-                return true
-            })
-        // The runtime stays in `installed` either way: a failed install keeps another from
-        // being tried, and no hook ever reads it.
-        switch installedHooks {
-        case 0: return
-        case -2: throw DirectIOError(.alreadyExists, operation: "install I/O runtime as global executor", detail: "another library (swift-nio's event loops?) already installed Swift's global executor hooks")
-        default: throw DirectIOError(.unsupported, operation: "install I/O runtime as global executor", detail: "this Swift runtime has no global executor hooks (swift_task_enqueueGlobal_hook)")
+        try installing.withLock { (_: inout Void) throws(DirectIOError) in
+            guard installed.load() == nil else {
+                throw DirectIOError(.alreadyExists, operation: "install I/O runtime as global executor", detail: "a runtime's rings already are Swift's global executor; there can be only one")
+            }
+            let rings = GlobalRings(runtime)
+            for worker in runtime.workers { worker.servesGlobalJobs.store(true, ordering: .releasing) }
+            // The hooks get the object unretained: `installed` holds it for the life of the process.
+            let installedHooks = dio_install_global_executor_hooks(
+                Unmanaged.passUnretained(rings).toOpaque(),
+                { context, raw in
+                    guard let context, let raw else { return false }
+                    return Unmanaged<GlobalRings>.fromOpaque(context).takeUnretainedValue().enqueue(unsafeBitCast(raw, to: UnownedJob.self))
+                },
+                { _, nanoseconds, raw in
+                    guard let raw else { return false }
+                    DelayedJobs.add(unsafeBitCast(raw, to: UnownedJob.self), after: nanoseconds, on: RingExecutor.current)
+                    return true
+                })
+            guard installedHooks == 0 else {
+                for worker in runtime.workers { worker.servesGlobalJobs.store(false, ordering: .releasing) }
+                if installedHooks == -2 {
+                    throw DirectIOError(.alreadyExists, operation: "install I/O runtime as global executor", detail: "another library (swift-nio's event loops?) already installed Swift's global executor hooks")
+                }
+                throw DirectIOError(.unsupported, operation: "install I/O runtime as global executor", detail: "this Swift runtime has no global executor hooks (swift_task_enqueueGlobal_hook)")
+            }
+            _ = installed.storeIfNil(rings)
         }
     }
 

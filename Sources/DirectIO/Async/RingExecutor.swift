@@ -15,7 +15,7 @@ package final class RingExecutor: TaskExecutor {
     /// The executor of the ring whose thread is calling, if any (a thread-local its worker
     /// sets while its loop runs).
     static var current: RingExecutor? {
-        guard let raw = dio_current_ring_worker() else { return nil }
+        guard let raw = dio_current_ring_executor() else { return nil }
         // The thread holds its executor until it exits, and clears this before it does.
         return Unmanaged<RingExecutor>.fromOpaque(raw).takeUnretainedValue()
     }

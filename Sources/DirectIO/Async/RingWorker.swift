@@ -230,7 +230,7 @@ final class RingWorker: @unchecked Sendable {
 
     private func run(ready: ConditionLock<ReadyState>, executor: RingExecutor) {
         thread.store(Sys.currentThread(), ordering: .relaxed)
-        dio_set_current_ring_worker(Unmanaged.passUnretained(executor).toOpaque())
+        dio_set_current_ring_executor(Unmanaged.passUnretained(executor).toOpaque())
         let engine: IOEngine
         do {
             // One more slot than requests: the eventfd read that wakes the worker.
@@ -238,7 +238,7 @@ final class RingWorker: @unchecked Sendable {
             engine = try IOEngine(engineChoice, queueDepth: queueDepth + 1, ringFlags: .threadPerCore, fixedBufferSlots: 4096, fixedFileSlots: 1024, bounceBuffers: 1, smallBounceBuffers: false,
                                   logger: logger, wrappingBackend: wrap)
         } catch {
-            dio_set_current_ring_worker(nil)
+            dio_set_current_ring_executor(nil)
             thread.store(0, ordering: .relaxed)
             ready.updateAndBroadcast { $0 = .failed(error) }
             return
@@ -436,7 +436,7 @@ final class RingWorker: @unchecked Sendable {
         }
         // From here this thread is no ring's: tasks resumed below go to other threads.
         thread.store(0, ordering: .relaxed)
-        dio_set_current_ring_worker(nil)
+        dio_set_current_ring_executor(nil)
         // Posts that raced with the exit: refuse requests, run jobs elsewhere.
         for message in late {
             switch message {
