@@ -19,6 +19,7 @@ _Static_assert(sizeof(struct dio_probe_op) == 8, "io_uring_probe_op is 8 bytes")
 _Static_assert(offsetof(struct dio_probe, ops) == 16, "io_uring_probe header is 16 bytes");
 _Static_assert(sizeof(struct dio_rsrc_register) == 32, "io_uring_rsrc_register is 32 bytes");
 _Static_assert(sizeof(struct dio_rsrc_update2) == 32, "io_uring_rsrc_update2 is 32 bytes");
+_Static_assert(sizeof(struct dio_clone_buffers) == 32, "io_uring_clone_buffers is 32 bytes");
 _Static_assert(sizeof(struct dio_statx_timestamp) == 16, "statx_timestamp is 16 bytes");
 _Static_assert(sizeof(struct dio_statx) == 256, "struct statx is 256 bytes");
 _Static_assert(offsetof(struct dio_statx, stx_dio_mem_align) == 0x98, "stx_dio_mem_align at 0x98");

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Testing
 @testable import DirectIO
@@ -129,6 +130,67 @@ import Testing
         if !MemoryLimits.pinningIsFree { #expect(reserve.registration == .unregistered) }
         #expect(engine.statistics.fixedBufferRequests == (registered ? 1 : 0) + (bounceRegistered ? 1 : 0))
         _ = consume buffer
+    }
+
+    /// Pinned pages of this process (VmPin in /proc/self/status), in bytes.
+    private static func pinnedBytes() -> Int {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmPin:") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+    }
+
+    @Test func aPoolRegisteredWithARuntimeIsPinnedOnceForAllItsRings() async throws {
+        // VmPin counts the whole process's pinned pages, and other tests pin and unpin pools
+        // meanwhile: the measurement runs alone, in a second process of this test bundle.
+        guard ProcessInfo.processInfo.environment["DIRECTIO_TEST_ALONE"] != nil else {
+            let bundle = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+            let result = try TestSupport.run([bundle, "--testing-library", "swift-testing", "--filter", "aPoolRegisteredWithARuntimeIsPinnedOnce"],
+                                             environment: ["DIRECTIO_TEST_ALONE": "1"])
+            #expect(result.status == 0, "\((result.output + result.error).suffix(3000))")
+            #expect((result.output + result.error).contains("aPoolRegisteredWithARuntimeIsPinnedOnceForAllItsRings() passed"), "\((result.output + result.error).suffix(2000))")
+            return
+        }
+        let runtime = try IORuntime(rings: 3, queueDepth: 16)
+        guard runtime.usesIOUring, !TestSupport.memlockBinds else {
+            print("skipped: needs io_uring rings and no binding RLIMIT_MEMLOCK")
+            await runtime.shutdown()
+            return
+        }
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let bytes = TestSupport.pattern(count: 64 * 65536, seed: 77)
+        try TestSupport.referenceWrite(path, bytes)
+        // 96 MiB: other tests' pools, pinned meanwhile, stay far below the margin allowed.
+        let pool = try BufferPool(count: 1536, bufferBytes: 65536)
+        let before = Self.pinnedBytes()
+        await runtime.register(pool)
+        let pinned = Self.pinnedBytes() - before
+        let statistics = await runtime.ringStatistics()
+        if statistics.allSatisfy({ $0.poolsShared >= 1 }) {
+            // Three rings, one pinning: about 96 MiB, not 288.
+            #expect(pinned >= 90 << 20 && pinned < 144 << 20, "pinned \(pinned >> 20) MiB for a 96 MiB pool on 3 rings")
+        } else {
+            // A kernel without IORING_REGISTER_CLONE_BUFFERS (before 6.13): each ring pins.
+            print("kernel cannot share registered buffers between rings: pinned \(pinned >> 20) MiB")
+        }
+        // Every ring reads into the pool with READ_FIXED, byte-exact.
+        let file = try AsyncFile(path: path, runtime: runtime)
+        for ring in 0..<3 {
+            let wrong = await withTaskExecutorPreference(runtime.executor(ring: ring)) { () async -> Int in
+                var wrong = 0
+                for block in stride(from: ring, to: 64, by: 3) {
+                    guard var buffer = pool.take() else { return -1 }
+                    let count = (try? await file.read(into: &buffer, at: Int64(block * 65536))) ?? 0
+                    if count != 65536 || buffer.bytes() != Array(bytes[block * 65536..<(block + 1) * 65536]) { wrong += 1 }
+                }
+                return wrong
+            }
+            #expect(wrong == 0, "ring \(ring)")
+        }
+        let after = await runtime.ringStatistics()
+        #expect(after.allSatisfy { $0.fixedBufferRequests > 0 }, "\(after.map(\.fixedBufferRequests))")
+        await runtime.shutdown()
     }
 
     @Test func hugePagePoolsWorkAndSayWhatTheyGot() throws {

@@ -270,6 +270,19 @@ struct dio_rsrc_update2 {
     uint32_t resv2;
 };
 
+/// struct io_uring_clone_buffers (IORING_REGISTER_CLONE_BUFFERS, 6.12+; DST_REPLACE and the
+/// offsets 6.13+).
+struct dio_clone_buffers {
+    uint32_t src_fd;
+    uint32_t flags;
+    uint32_t src_off;
+    uint32_t dst_off;
+    uint32_t nr;
+    uint32_t pad[3];
+};
+/// Replace the destination's slots rather than require an empty table (IORING_REGISTER_DST_REPLACE).
+static const uint32_t DIO_IORING_REGISTER_DST_REPLACE = 1U << 1;
+
 struct dio_statx_timestamp {
     int64_t tv_sec;
     uint32_t tv_nsec;

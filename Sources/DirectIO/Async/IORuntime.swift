@@ -28,6 +28,8 @@ public final class IORuntime: Sendable {
     public let smallBouncePool: BufferPool
     /// Plans of finished realigned requests, planned into again by the next.
     let sparePlans: SparePlans
+    /// Where registered pools are pinned once for all the rings (nil without io_uring).
+    let sharedBuffers: SharedFixedBuffers?
     private let nextHome = Atomic<Int>(0)
     /// Where limitations and fallbacks are said (`init`'s `logger`).
     let logger: Logger?
@@ -97,11 +99,16 @@ public final class IORuntime: Sendable {
         self.bouncePool = pool
         self.smallBouncePool = smallPool
         self.sparePlans = SparePlans(limit: min(count * queueDepth, 4096))
+        sharedBuffers = executors.first?.worker.isRing == true ? SharedFixedBuffers() : nil
         // Before any request can reach a ring (a refused registration leaves the pool usable),
         // where pinning is charged to no limit (`MemoryLimits.pinningIsFree`).
-        for worker in workers where MemoryLimits.pinningIsFree {
-            worker.post(.register(smallPool, nil))
-            worker.post(.register(pool, nil))
+        if MemoryLimits.pinningIsFree {
+            let sharedSmall = sharedBuffers?.pin(smallPool)
+            let sharedLarge = sharedBuffers?.pin(pool)
+            for worker in workers {
+                worker.post(.register(smallPool, sharedSmall, nil))
+                worker.post(.register(pool, sharedLarge, nil))
+            }
         }
     }
 
@@ -170,11 +177,14 @@ public final class IORuntime: Sendable {
         return all
     }
 
-    /// Registers `pool` as fixed buffers with every ring.
+    /// Registers `pool` as fixed buffers with every ring. Its pages are pinned (and charged to
+    /// RLIMIT_MEMLOCK) once for all the rings where the kernel can share them (6.13+), else
+    /// once per ring.
     public func register(_ pool: BufferPool) async {
+        let shared = sharedBuffers?.pin(pool)
         for worker in workers {
             await suspend { (done: UnsafeContinuation<Void, Never>) in
-                if !worker.post(.register(pool, { done.resume() })) { done.resume() }
+                if !worker.post(.register(pool, shared, { done.resume() })) { done.resume() }
             }
         }
     }

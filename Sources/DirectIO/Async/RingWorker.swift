@@ -32,8 +32,9 @@ final class RingWorker: @unchecked Sendable {
         /// see the scope's flag when their turn comes).
         case cancelScope(IOScopeState)
         case job(UnownedJob)
-        /// Register a pool with the ring, then call the closure, if any.
-        case register(BufferPool, (@Sendable () -> Void)?)
+        /// Register a pool with the ring (sharing the pages pinned at `SharedFixedBuffers.Pinned`
+        /// when given), then call the closure, if any.
+        case register(BufferPool, SharedFixedBuffers.Pinned?, (@Sendable () -> Void)?)
         /// A file is gone: drop its descriptor from the fixed-file table, then tell `release`.
         case forget(DescriptorRelease)
         /// Hand the engine's counters to the closure (read on the worker's thread, which owns them).
@@ -260,8 +261,8 @@ final class RingWorker: @unchecked Sendable {
                 case .cancel(let request): cancel(request)
                 case .cancelScope(let scope): cancel(scope)
                 case .job(let job): local.pointee.localJobs.append(job)
-                case .register(let pool, let done):
-                    engine.register(pool)
+                case .register(let pool, let shared, let done):
+                    _ = engine.registering(pool, shared: shared)
                     done?()
                 case .forget(let release):
                     engine.forgetFile(release.fd)
@@ -444,7 +445,7 @@ final class RingWorker: @unchecked Sendable {
                 request.refusedByShutdown = true
                 request.finish(IOOutcome(bytes: 0, errno: .canceled))
             case .job(let job): executor.runElsewhere(job)
-            case .register(_, let done): done?()
+            case .register(_, _, let done): done?()
             case .forget(let release): release.done()
             case .statistics(let report): report(engine.statistics)
             case .stop(_, let done): done?.resume()

@@ -46,6 +46,9 @@ package protocol EngineBackend: AnyObject {
 
     /// Points fixed-buffer slots `first...` at `regions` (empty regions clear slots).
     func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno)
+    /// Points `count` fixed-buffer slots from `first` at those from `sourceFirst` of the ring
+    /// `sourceRing`, sharing its pinned pages (`IORing.cloneBuffers`).
+    func cloneFixedBuffers(from sourceRing: Int32, sourceFirst: Int, first: Int, count: Int) throws(Errno)
 
     /// Fixed-file slots available, 0 when the backend has none.
     var fixedFileSlots: Int { get }
@@ -61,6 +64,8 @@ package protocol EngineBackend: AnyObject {
 
 extension EngineBackend {
     package func limits(for limits: DeviceLimits) -> DeviceLimits { limits }
+    /// Only rings share buffer tables.
+    package func cloneFixedBuffers(from sourceRing: Int32, sourceFirst: Int, first: Int, count: Int) throws(Errno) { throw .notSupported }
 }
 
 /// A backend that changes a few of another backend's answers (fault injection, test doubles)
@@ -82,5 +87,8 @@ extension WrappingBackend {
     package func supports(_ opcode: Opcode) -> Bool { inner.supports(opcode) }
     package func updateFixedBuffers(first: Int, regions: [iovec]) throws(Errno) { try inner.updateFixedBuffers(first: first, regions: regions) }
     package func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) { try inner.updateFixedFiles(first: first, fds: fds) }
+    package func cloneFixedBuffers(from sourceRing: Int32, sourceFirst: Int, first: Int, count: Int) throws(Errno) {
+        try inner.cloneFixedBuffers(from: sourceRing, sourceFirst: sourceFirst, first: first, count: count)
+    }
     package func limits(for limits: DeviceLimits) -> DeviceLimits { inner.limits(for: limits) }
 }

@@ -204,8 +204,10 @@ public final class IOEngine {
         return false
     }
 
-    /// `register(_:)`, saying where the pool's slots start or why it was refused.
-    package func registering(_ pool: BufferPool) -> BufferPool.Registration {
+    /// `register(_:)`, saying where the pool's slots start or why it was refused. With
+    /// `shared`, the slots share the pages another ring has pinned for the pool (a runtime's
+    /// `SharedFixedBuffers`) where the kernel can clone them, and pin them otherwise.
+    package func registering(_ pool: BufferPool, shared: SharedFixedBuffers.Pinned? = nil) -> BufferPool.Registration {
         let id = ObjectIdentifier(pool)
         if let existing = registry.pointee.pools[id] { return .registered(firstSlot: UInt16(existing.firstSlot)) }
         let outcome: BufferPool.Registration
@@ -215,7 +217,11 @@ public final class IOEngine {
             outcome = .refused(why)
         } else if let first = registry.pointee.bufferSlots.allocate(pool.count) {
             do {
-                try backend.updateFixedBuffers(first: first, regions: pool.regions)
+                if let shared, (try? backend.cloneFixedBuffers(from: shared.ring, sourceFirst: shared.firstSlot, first: first, count: pool.count)) != nil {
+                    table.pointee.statistics.poolsShared += 1
+                } else {
+                    try backend.updateFixedBuffers(first: first, regions: pool.regions)
+                }
                 registry.pointee.pools[id] = (pool, first)
                 outcome = .registered(firstSlot: UInt16(first))
             } catch {

@@ -207,6 +207,9 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Buffers kept forever at shutdown because the ring could no longer be entered to
     /// learn that the kernel was done with them.
     public var buffersKept = 0
+    /// Pools whose fixed-buffer slots share pages another ring pinned (an `IORuntime`'s rings
+    /// pin each registered pool once between them), instead of pinning them again.
+    public var poolsShared = 0
     /// Bytes direct, bounced and shifted, read-modify-write blocks and bounce waits, over all
     /// the engine's files.
     public var transfers = TransferStatistics()
@@ -218,7 +221,7 @@ public struct EngineStatistics: Sendable, Equatable {
 
 /// Hands out contiguous ranges of fixed-buffer or fixed-file slots (first fit; pools and files
 /// are few and long-lived).
-struct FixedSlotAllocator {
+struct FixedSlotAllocator: Sendable {
     private var free: [Range<Int>]
 
     init(count: Int) { free = count > 0 ? [0..<count] : [] }

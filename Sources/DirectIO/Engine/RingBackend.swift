@@ -145,4 +145,8 @@ final class RingBackend: EngineBackend {
     func updateFixedFiles(first: Int, fds: [Int32]) throws(Errno) {
         try ring.pointee.updateFiles(first: UInt32(first), fds: fds)
     }
+
+    func cloneFixedBuffers(from sourceRing: Int32, sourceFirst: Int, first: Int, count: Int) throws(Errno) {
+        try ring.pointee.cloneBuffers(from: sourceRing, sourceFirst: UInt32(sourceFirst), first: UInt32(first), count: UInt32(count))
+    }
 }

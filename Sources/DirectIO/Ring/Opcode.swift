@@ -52,6 +52,7 @@ enum RegisterOpcode: UInt32 {
     case updateFiles2 = 14
     case registerBuffers2 = 15
     case updateBuffers = 16
+    case cloneBuffers = 30
 
     var name: String {
         switch self {
@@ -62,6 +63,7 @@ enum RegisterOpcode: UInt32 {
         case .updateFiles2: "IORING_REGISTER_FILES_UPDATE2"
         case .registerBuffers2: "IORING_REGISTER_BUFFERS2"
         case .updateBuffers: "IORING_REGISTER_BUFFERS_UPDATE"
+        case .cloneBuffers: "IORING_REGISTER_CLONE_BUFFERS"
         }
     }
 }

@@ -46,6 +46,21 @@ extension IORing {
         throw .noMemory
     }
 
+    /// Points slots `first ..< first + count` of this ring's fixed-buffer table at the buffers in
+    /// slots `sourceFirst ..<` of ring `source`'s (IORING_REGISTER_CLONE_BUFFERS with
+    /// DST_REPLACE, 6.13+). The rings then share the pinned pages: nothing is pinned or charged
+    /// to RLIMIT_MEMLOCK again. The kernel refuses (EEXIST) when `source` is a SINGLE_ISSUER
+    /// ring of another thread, hence a shared source ring that any thread may use.
+    func cloneBuffers(from source: Int32, sourceFirst: UInt32, first: UInt32, count: UInt32) throws(Errno) {
+        var request = dio_clone_buffers()
+        request.src_fd = UInt32(bitPattern: source)
+        request.flags = DIO_IORING_REGISTER_DST_REPLACE
+        request.src_off = sourceFirst
+        request.dst_off = first
+        request.nr = count
+        _ = try Sys.ioUringRegister(fd, opcode: RegisterOpcode.cloneBuffers.rawValue, arg: &request, count: 1)
+    }
+
     /// Registers an empty (sparse) fixed-file table of `count` slots (IORING_REGISTER_FILES2
     /// with IORING_RSRC_REGISTER_SPARSE, 5.19+). A request naming a slot instead of a descriptor
     /// (IOSQE_FIXED_FILE) saves the kernel a file-table lookup and reference count per request,
