@@ -57,6 +57,34 @@ import Testing
         #expect(dropped == 0)
     }
 
+    @Test func aRingWithoutIndexArrayEnteredThroughItsRegisteredDescriptorDeliversEverything() throws {
+        // NO_SQARRAY (6.6+) and a registered ring descriptor (5.18+): the machine runs 6.18.
+        var ring = try TestSupport.ring(entries: 4, flags: .anyThread)
+        let flags = ring.setupFlags
+        #expect(flags.contains(.noSubmissionArray))
+        let registered = ring.registerDescriptor()
+        #expect(registered)
+        // 40 NOPs through a 4-entry queue: every SQE slot is reused many times, with no index
+        // array between the ring and the SQEs, and every enter names the registered index.
+        var submitted = 0
+        var seen = Set<UInt64>()
+        var attempts = 0
+        while seen.count < 40 && attempts < 1000 {
+            while submitted < 40, let sqe = ring.sq.nextEntry() {
+                sqe.prepareNop()
+                sqe.pointee.user_data = UInt64(submitted)
+                submitted += 1
+            }
+            try ring.submit(waitingFor: 1)
+            _ = ring.reap { completion in
+                #expect(completion.result == 0)
+                seen.insert(completion.userData)
+            }
+            attempts += 1
+        }
+        #expect(seen == Set(0..<40))
+    }
+
     @Test func submissionQueueReportsFullAndRecovers() throws {
         var ring = try TestSupport.ring(entries: 2, flags: .anyThread)
         for _ in 0..<2 {

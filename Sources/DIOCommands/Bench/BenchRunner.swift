@@ -19,6 +19,8 @@ enum BenchRunner {
         // fio's ring flags: this loop stays on one thread.
         let engine = try IOEngine(workload.engine, queueDepth: workload.iodepth, ringFlags: .threadPerCore)
         notes += engine.notes
+        // ... and drops the engine on it: its enters may use a registered ring descriptor.
+        _ = engine.registerRingDescriptor()
         let pool = try BufferPool(count: workload.iodepth, bufferBytes: workload.maxBlockBytes + workload.bufferOffset, hugePages: workload.hugePages)
         notes += pool.mapping.notes
         var registered = false

@@ -245,6 +245,8 @@ final class RingWorker: @unchecked Sendable {
             return
         }
         local.pointee.engine = engine
+        // This thread alone enters the ring, and drops the engine in `exit`.
+        _ = engine.registerRingDescriptor()
         local.pointee.usesWakeRead = engine.kind == .ioUring
         if local.pointee.usesWakeRead { armWakeRead(engine) }
         ready.updateAndBroadcast { $0 = .running }

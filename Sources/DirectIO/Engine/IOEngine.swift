@@ -192,6 +192,15 @@ public final class IOEngine {
         metrics.publish(table.pointee.statistics)
     }
 
+    /// Registers the ring's descriptor with the calling thread, so each io_uring_enter skips
+    /// the descriptor lookup (`IORing.registerDescriptor`). Only for an engine the calling
+    /// thread alone uses and also drops (a runtime's ring worker, a benchmark's loop): the
+    /// ring can then only be entered from this thread, and a ring dropped on another thread
+    /// would stay open until this one exits. False where the kernel refuses or without a ring.
+    package func registerRingDescriptor() -> Bool {
+        (backend as? RingBackend)?.registerDescriptor() ?? false
+    }
+
     // MARK: Fixed buffers
 
     /// Registers `pool`'s buffers as fixed buffers, so I/O into them uses READ_FIXED and

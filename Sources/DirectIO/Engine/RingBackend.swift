@@ -146,6 +146,9 @@ final class RingBackend: EngineBackend {
         try ring.pointee.updateFiles(first: UInt32(first), fds: fds)
     }
 
+    /// `IORing.registerDescriptor`: for a ring its creating thread alone uses and drops.
+    func registerDescriptor() -> Bool { ring.pointee.registerDescriptor() }
+
     func cloneFixedBuffers(from sourceRing: Int32, sourceFirst: Int, first: Int, count: Int) throws(Errno) {
         try ring.pointee.cloneBuffers(from: sourceRing, sourceFirst: UInt32(sourceFirst), first: UInt32(first), count: UInt32(count))
     }

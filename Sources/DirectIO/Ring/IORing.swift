@@ -17,14 +17,18 @@ package struct RingSetupFlags: OptionSet, Sendable, CustomStringConvertible {
     package static let singleIssuer = RingSetupFlags(rawValue: IORING_SETUP_SINGLE_ISSUER)
     /// Completion work runs only when the issuer waits for completions.
     package static let deferTaskRun = RingSetupFlags(rawValue: IORING_SETUP_DEFER_TASKRUN)
+    /// No indirection array between the SQ ring and the SQEs (6.6+): the kernel takes SQE
+    /// `tail & mask` directly, one less load and store per request.
+    package static let noSubmissionArray = RingSetupFlags(rawValue: IORING_SETUP_NO_SQARRAY)
 
-    /// What fio 3.33 sets (engines/io_uring.c, fio_ioring_queue_init): the fastest setup, for a
-    /// ring used by one thread only. SINGLE_ISSUER makes the kernel reject use from any other
-    /// thread with EEXIST, and DEFER_TASKRUN delivers completions only to that thread.
-    package static let threadPerCore: RingSetupFlags = [.completionQueueSize, .submitAll, .cooperativeTaskRun, .singleIssuer, .deferTaskRun]
+    /// What fio 3.33 sets (engines/io_uring.c, fio_ioring_queue_init), and NO_SQARRAY: the
+    /// fastest setup, for a ring used by one thread only. SINGLE_ISSUER makes the kernel reject
+    /// use from any other thread with EEXIST, and DEFER_TASKRUN delivers completions only to
+    /// that thread.
+    package static let threadPerCore: RingSetupFlags = [.completionQueueSize, .submitAll, .cooperativeTaskRun, .singleIssuer, .deferTaskRun, .noSubmissionArray]
     /// Safe from any thread, one at a time: completions are delivered by task work that
     /// interrupts the submitter, so a waiter on another thread is never starved.
-    package static let anyThread: RingSetupFlags = [.completionQueueSize, .submitAll]
+    package static let anyThread: RingSetupFlags = [.completionQueueSize, .submitAll, .noSubmissionArray]
 
     package var description: String {
         var names: [String] = []
@@ -33,6 +37,7 @@ package struct RingSetupFlags: OptionSet, Sendable, CustomStringConvertible {
         if contains(.cooperativeTaskRun) { names.append("COOP_TASKRUN") }
         if contains(.singleIssuer) { names.append("SINGLE_ISSUER") }
         if contains(.deferTaskRun) { names.append("DEFER_TASKRUN") }
+        if contains(.noSubmissionArray) { names.append("NO_SQARRAY") }
         return names.isEmpty ? "none" : names.joined(separator: "|")
     }
 }
@@ -63,7 +68,7 @@ struct IORing: ~Copyable {
     /// order the flags arrived in Linux, so the result is the best this kernel offers.
     init(entries: UInt32, flags wanted: RingSetupFlags) throws(Errno) {
         var attempts: [RingSetupFlags] = [wanted]
-        for dropped in [RingSetupFlags.deferTaskRun.union(.singleIssuer), .cooperativeTaskRun, .submitAll, .completionQueueSize] {
+        for dropped in [RingSetupFlags.noSubmissionArray, RingSetupFlags.deferTaskRun.union(.singleIssuer), .cooperativeTaskRun, .submitAll, .completionQueueSize] {
             let next = attempts[attempts.count - 1].subtracting(dropped)
             if next != attempts[attempts.count - 1] { attempts.append(next) }
         }
@@ -129,11 +134,38 @@ struct IORing: ~Copyable {
         cqRingBytes = cqBytes
         sqeArray = sqesMapping
         sqeArrayBytes = sqesBytes
-        sq = SubmissionQueue(ring: sqMapping, offsets: params.sq_off, sqes: sqesMapping.assumingMemoryBound(to: dio_sqe.self))
+        sq = SubmissionQueue(ring: sqMapping, offsets: params.sq_off, sqes: sqesMapping.assumingMemoryBound(to: dio_sqe.self),
+                             hasIndexArray: !accepted.contains(.noSubmissionArray))
         cq = CompletionQueue(ring: cqMapping ?? sqMapping, offsets: params.cq_off)
     }
 
+    /// The ring's index among the registered ring descriptors of the thread that registered it
+    /// (`registerDescriptor`), and that thread.
+    private var registered: (index: UInt32, thread: UInt)?
+
+    /// Registers the descriptor with the calling thread (IORING_REGISTER_RING_FDS, 5.18+), so
+    /// its io_uring_enter calls skip the file-table lookup and reference count: for a ring one
+    /// thread uses from creation to destruction (a runtime's worker). Only that thread may
+    /// enter the ring afterwards; deinit unregisters it there. False where the kernel refuses.
+    mutating func registerDescriptor() -> Bool {
+        guard registered == nil else { return true }
+        var update = dio_rsrc_update2()
+        update.offset = UInt32.max  // any free index
+        update.data = UInt64(UInt32(bitPattern: fd))
+        guard (try? Sys.ioUringRegister(fd, opcode: RegisterOpcode.registerRingFDs.rawValue, arg: &update, count: 1)) == 1 else { return false }
+        registered = (update.offset, Sys.currentThread())
+        return true
+    }
+
     deinit {
+        // A registered descriptor holds the ring open: unregister it (only its thread can).
+        // Elsewhere the ring stays until that thread exits, which `registerDescriptor`'s
+        // callers rule out by dropping the ring on the thread that registered it.
+        if let registered, registered.thread == Sys.currentThread() {
+            var update = dio_rsrc_update2()
+            update.offset = registered.index
+            _ = try? Sys.ioUringRegister(fd, opcode: RegisterOpcode.unregisterRingFDs.rawValue, arg: &update, count: 1)
+        }
         // munmap and close fail only for arguments this type never passes.
         _ = try? Sys.munmap(sqeArray, sqeArrayBytes)
         if let cqRing { _ = try? Sys.munmap(cqRing, cqRingBytes) }
@@ -163,6 +195,9 @@ struct IORing: ~Copyable {
         if toSubmit == 0 && wait == 0 && !needsKernel { return 0 }
         var enterFlags: UInt32 = 0
         if wait > 0 || needsKernel { enterFlags |= IORING_ENTER_GETEVENTS }
+        if let registered {
+            return try Sys.ioUringEnter(Int32(bitPattern: registered.index), toSubmit: toSubmit, minComplete: wait, flags: enterFlags | IORING_ENTER_REGISTERED_RING)
+        }
         return try Sys.ioUringEnter(fd, toSubmit: toSubmit, minComplete: wait, flags: enterFlags)
     }
 

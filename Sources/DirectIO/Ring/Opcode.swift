@@ -52,6 +52,8 @@ enum RegisterOpcode: UInt32 {
     case updateFiles2 = 14
     case registerBuffers2 = 15
     case updateBuffers = 16
+    case registerRingFDs = 20
+    case unregisterRingFDs = 21
     case cloneBuffers = 30
 
     var name: String {
@@ -63,6 +65,8 @@ enum RegisterOpcode: UInt32 {
         case .updateFiles2: "IORING_REGISTER_FILES_UPDATE2"
         case .registerBuffers2: "IORING_REGISTER_BUFFERS2"
         case .updateBuffers: "IORING_REGISTER_BUFFERS_UPDATE"
+        case .registerRingFDs: "IORING_REGISTER_RING_FDS"
+        case .unregisterRingFDs: "IORING_UNREGISTER_RING_FDS"
         case .cloneBuffers: "IORING_REGISTER_CLONE_BUFFERS"
         }
     }

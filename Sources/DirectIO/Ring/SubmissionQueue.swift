@@ -14,7 +14,7 @@ struct SubmissionQueue {
     /// The tail including entries prepared since the last `publish()`.
     private(set) var localTail: UInt32
 
-    init(ring: UnsafeMutableRawPointer, offsets: dio_sqring_offsets, sqes: UnsafeMutablePointer<dio_sqe>) {
+    init(ring: UnsafeMutableRawPointer, offsets: dio_sqring_offsets, sqes: UnsafeMutablePointer<dio_sqe>, hasIndexArray: Bool) {
         head = (ring + Int(offsets.head)).assumingMemoryBound(to: UInt32.self)
         tail = (ring + Int(offsets.tail)).assumingMemoryBound(to: UInt32.self)
         flags = (ring + Int(offsets.flags)).assumingMemoryBound(to: UInt32.self)
@@ -25,8 +25,11 @@ struct SubmissionQueue {
         localTail = tail.pointee
         // The indirection array maps ring slots to SQE indices. DirectIO always uses slot i for
         // SQE i, so it is filled once here, as liburing does (src/setup.c, io_uring_setup_ring_pointers).
-        let array = (ring + Int(offsets.array)).assumingMemoryBound(to: UInt32.self)
-        for index in 0..<entries { array[Int(index)] = index }
+        // A ring set up with NO_SQARRAY has none (its `array` offset means nothing).
+        if hasIndexArray {
+            let array = (ring + Int(offsets.array)).assumingMemoryBound(to: UInt32.self)
+            for index in 0..<entries { array[Int(index)] = index }
+        }
     }
 
     /// Entries the kernel has not yet consumed, counting unpublished ones.
