@@ -9,7 +9,8 @@
 #            that many tasks, and the aligned references run through the batched API at that
 #            depth (through sync at depth 1)
 #   APIS     the DirectIO APIs to run on the first binary besides sync (default: async;
-#            e.g. "async async-executor")
+#            e.g. "async async-executor async-rings", the last being async with the rings
+#            installed as Swift's global executor)
 #   PATH     file or block device (default ./.compare-fio.dat, 1 GiB, created if absent)
 #   ROUNDS   runs per job (default 5)
 #   RUNTIME  measured seconds per run (default 3, after a 0.5 s ramp)
@@ -46,7 +47,10 @@ run() {  # label binary api job-name job-args round
   sleep 0.5
   local json
   # An API that refuses a job (the batched loop has no --fdatasync) is left out of that row.
-  if ! json=$("$2" bench "$target" $5 --iodepth "$iodepth" --runtime "$runtime" --ramp 0.5 --api "$3" --json 2>/dev/null); then return 0; fi
+  # async-rings: the async job with the rings installed as Swift's global executor.
+  local api=(--api "$3")
+  [ "$3" = async-rings ] && api=(--api async --global-executor rings)
+  if ! json=$("$2" bench "$target" $5 --iodepth "$iodepth" --runtime "$runtime" --ramp 0.5 "${api[@]}" --json 2>/dev/null); then return 0; fi
   python3 -c '
 import json, sys
 r = json.loads(sys.argv[4])

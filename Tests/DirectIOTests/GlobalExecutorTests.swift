@@ -38,6 +38,16 @@ import Testing
         #expect(!output.contains("DIRECTIO_GLOBAL_EXECUTOR=rings:"), "the install failed: \(output.suffix(3000))")
     }
 
+    @Test(.enabled(if: IORuntime.globalExecutorRuntime == nil, "this process's rings are already installed"), .timeLimit(.minutes(2)))
+    func tasksOutliveTheInstalledRingsOnSwiftsExecutor() throws {
+        let bundle = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let result = try TestSupport.run([bundle, "--testing-library", "swift-testing", "--filter", "AfterTheRingsStop"],
+                                         environment: ["DIRECTIO_GLOBAL_EXECUTOR": "rings", "DIRECTIO_TEST_STOP_RINGS": "1"])
+        let output = result.output + result.error
+        #expect(result.status == 0, "\(output.suffix(4000))")
+        #expect(output.contains("Suite AfterTheRingsStop passed"), "\(output.suffix(3000))")
+    }
+
     @Test func anUnknownEnvironmentValueIsSaidAndChangesNothing() throws {
         let bundle = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         let result = try TestSupport.run([bundle, "--testing-library", "swift-testing", "--filter", "OnTheRings"],
@@ -226,3 +236,53 @@ struct OnTheRings {
         }
     }
 }
+
+/// Runs only in a process started by `tasksOutliveTheInstalledRingsOnSwiftsExecutor`: stops the
+/// installed runtime, which no other test there uses.
+@Suite(.enabled(if: IORuntime.globalExecutorRuntime != nil && ProcessInfo.processInfo.environment["DIRECTIO_TEST_STOP_RINGS"] != nil,
+                "needs DIRECTIO_GLOBAL_EXECUTOR=rings and DIRECTIO_TEST_STOP_RINGS (GlobalExecutorTests starts such a process)"))
+struct AfterTheRingsStop {
+    @Test func tasksGoOnWithoutTheRingsAndTheirIOIsRefused() async throws {
+        let runtime = try #require(IORuntime.globalExecutorRuntime)
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let bytes = TestSupport.pattern(count: 64 * 4096, seed: 5)
+        try TestSupport.referenceWrite(path, bytes)
+        let file = try AsyncFile(path: path, runtime: runtime)
+        // Reads in flight while the rings stop: each finishes byte-exact or is refused.
+        let outcomes = await withTaskGroup(of: String?.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    do {
+                        let got = try await file.read(count: 4096, at: Int64((index % 64) * 4096))
+                        return got[...] == bytes[(index % 64) * 4096..<(index % 64 + 1) * 4096] ? nil : "read \(index) differs"
+                    } catch let error as DirectIOError where error.code == .cancelled {
+                        return nil
+                    } catch is CancellationError {
+                        return nil
+                    } catch {
+                        return "\(error)"
+                    }
+                }
+            }
+            group.addTask {
+                await runtime.shutdown()
+                return nil
+            }
+            return await group.reduce(into: [String]()) { if let failure = $1 { $0.append(failure) } }
+        }
+        #expect(outcomes.isEmpty, "\(outcomes.prefix(3))")
+        // Tasks, yields, sleeps and children still run, on Swift's own executor now.
+        #expect(RingExecutor.current == nil)
+        await Task.yield()
+        try await Task.sleep(for: .milliseconds(5))
+        let sum = await withTaskGroup(of: Int.self) { group in
+            for value in 1...100 { group.addTask { value } }
+            return await group.reduce(0, +)
+        }
+        #expect(sum == 5050)
+        await #expect(throws: (any Error).self) { _ = try await file.read(count: 4096, at: 0) }
+    }
+}
+
