@@ -1,13 +1,13 @@
 import Synchronization
 
 /// Jobs waiting for their time (`Task.sleep` on the rings), on one thread that sleeps until the
-/// earliest is due and then hands it to the ring executor it came from (or to the global
-/// executor). Started on first use.
+/// earliest is due and then hands it back to the ring it came from (or to the global executor).
+/// Started on first use.
 final class DelayedJobs: Sendable {
     private struct Entry: Sendable {
         let deadline: UInt64
-        let job: UnownedJob
-        let executor: RingExecutor?
+        let job: ReadyJob
+        let worker: RingWorker?
     }
 
     /// Latest deadline first, so the earliest is the last element (removed in O(1)).
@@ -21,14 +21,15 @@ final class DelayedJobs: Sendable {
         return timers
     }()
 
-    /// Runs `job` on `executor` (nil: the global executor) once `nanoseconds` have passed.
-    static func add(_ job: UnownedJob, after nanoseconds: UInt64, on executor: RingExecutor?) {
+    /// Runs `job` on `worker`'s ring (nil: any ring of the global executor) once `nanoseconds`
+    /// have passed.
+    static func add(_ job: ReadyJob, after nanoseconds: UInt64, on worker: RingWorker?) {
         guard let timers = shared else {
-            if let executor { executor.run(job) } else { globalConcurrentExecutor.enqueue(job) }
+            deliver(job, to: worker)
             return
         }
         let (deadline, overflow) = Sys.monotonicNanoseconds().addingReportingOverflow(nanoseconds)
-        let entry = Entry(deadline: overflow ? .max : deadline, job: job, executor: executor)
+        let entry = Entry(deadline: overflow ? .max : deadline, job: job, worker: worker)
         timers.waiting.updateAndBroadcast { entries in
             var low = 0, high = entries.count
             while low < high {
@@ -37,6 +38,11 @@ final class DelayedJobs: Sendable {
             }
             entries.insert(entry, at: low)
         }
+    }
+
+    private static func deliver(_ job: ReadyJob, to worker: RingWorker?) {
+        if let worker, worker.post(.job(job)) { return }
+        job.runElsewhere()
     }
 
     private func run() {
@@ -49,9 +55,7 @@ final class DelayedJobs: Sendable {
                 while let last = entries.last, last.deadline <= now { taken.append(entries.removeLast()) }
                 return (taken, nil)
             }
-            for entry in due {
-                if let executor = entry.executor { executor.run(entry.job) } else { globalConcurrentExecutor.enqueue(entry.job) }
-            }
+            for entry in due { Self.deliver(entry.job, to: entry.worker) }
         }
     }
 }

@@ -1,3 +1,4 @@
+@_spi(ExperimentalCustomExecutors) import _Concurrency
 import CDirectIO
 import Synchronization
 import SystemPackage
@@ -7,23 +8,27 @@ import SystemPackage
 /// into that ring and its resumption needs no other thread, the glommio/Seastar model for
 /// ordinary Swift code.
 ///
-/// The mechanism is the concurrency runtime's global enqueue hooks (what swift-nio uses to make
-/// its event loops the global executor), installed at run time. Swift 6.3's other mechanism, an
-/// `ExecutorFactory` (`@_spi(ExperimentalCustomExecutors)`), is chosen when the program's main
-/// module is compiled (`-executor-factory`): no library can offer it to an unmodified program or
-/// a test bundle, and its SPI may change. The hooks miss what the standard library enqueues on
-/// `Task.currentExecutor` itself (`Task.yield`, `Task.sleep`); the rings catch those by running
-/// every job as on their task executor (`RingWorker`), which is then `Task.currentExecutor`.
+/// Two ways in, both taken at install, before any task runs:
+/// - the concurrency runtime's global enqueue hooks (what swift-nio uses for its event loops),
+///   through which the runtime's C++ side enqueues (new tasks, resumed continuations);
+/// - Swift 6.3's default executor (`_createExecutors(factory:)`, SPI), which the standard
+///   library's Swift side asks for (`Task.yield` and `Task.sleep` go to `Task.currentExecutor`)
+///   and against which the runtime checks a task's executor at each resumption. Global jobs run
+///   on this object as their task executor, so a task without a preference is where the runtime
+///   expects it and never hops.
+///
+/// Swift 6.3 also lets a program choose its default executor when its main module is compiled
+/// (`-executor-factory`), which no library can do for an unmodified program or a test bundle.
 ///
 /// Placement: a job enqueued on a ring's thread (a task resumed by a completion, a task
-/// yielding, a child task, a continuation resumed there) stays on that ring; jobs from other
-/// threads (the main thread, NIO's event loops, another runtime's ring) go round robin. Delayed
-/// jobs wait on one timer thread, then go back to the ring they came from.
+/// yielding, a child task) stays on that ring; jobs from other threads (the main thread, NIO's
+/// event loops, another runtime's ring) go round robin. Delayed jobs wait on one timer thread,
+/// then go back to the ring they came from.
 ///
-/// The hooks are installed once and never removed: the concurrency runtime reads them without
-/// synchronization, so swapping them while tasks run would race. Once the runtime's rings have
-/// stopped, jobs go back to Swift's default executor.
-final class GlobalRings: Sendable {
+/// Installed once and never removed: the runtime reads the hooks and the default executor
+/// without synchronization, so changing them while tasks run would race. Once the runtime's
+/// rings have stopped, jobs go to Swift's platform executor.
+final class GlobalRings: TaskExecutor, Sendable {
     let runtime: IORuntime
     private let next = Atomic<Int>(0)
 
@@ -50,11 +55,11 @@ final class GlobalRings: Sendable {
                 Unmanaged.passUnretained(rings).toOpaque(),
                 { context, raw in
                     guard let context, let raw else { return false }
-                    return Unmanaged<GlobalRings>.fromOpaque(context).takeUnretainedValue().enqueue(unsafeBitCast(raw, to: UnownedJob.self))
+                    return Unmanaged<GlobalRings>.fromOpaque(context).takeUnretainedValue().take(unsafeBitCast(raw, to: UnownedJob.self))
                 },
                 { _, nanoseconds, raw in
                     guard let raw else { return false }
-                    DelayedJobs.add(unsafeBitCast(raw, to: UnownedJob.self), after: nanoseconds, on: RingExecutor.current)
+                    DelayedJobs.add(.global(unsafeBitCast(raw, to: UnownedJob.self)), after: nanoseconds, on: RingExecutor.current?.worker)
                     return true
                 })
             guard installedHooks == 0 else {
@@ -65,19 +70,37 @@ final class GlobalRings: Sendable {
                 throw DirectIOError(.unsupported, operation: "install I/O runtime as global executor", detail: "this Swift runtime has no global executor hooks (swift_task_enqueueGlobal_hook)")
             }
             _ = installed.storeIfNil(rings)
+            _createExecutors(factory: Factory.self)
         }
     }
 
+    /// What `_createExecutors` installs: the platform's main executor, and the rings.
+    private enum Factory: ExecutorFactory {
+        static var mainExecutor: any MainExecutor { PlatformExecutorFactory.mainExecutor }
+        static var defaultExecutor: any TaskExecutor { GlobalRings.installed.load() ?? PlatformExecutorFactory.defaultExecutor }
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        if !take(job) { Self.runElsewhere(job) }
+    }
+
     /// Takes a job of the global executor; false when every ring has stopped.
-    private func enqueue(_ job: UnownedJob) -> Bool {
-        if let worker = RingExecutor.current?.worker, worker.servesGlobalJobs.load(ordering: .relaxed), worker.enqueue(job) {
+    private func take(_ job: UnownedJob) -> Bool {
+        if let worker = RingExecutor.current?.worker, worker.servesGlobalJobs.load(ordering: .relaxed), worker.enqueue(.global(job)) {
             return true
         }
         let workers = runtime.workers
         let first = next.wrappingAdd(1, ordering: .relaxed).oldValue
-        for step in 0..<workers.count where workers[(first &+ step) % workers.count].post(.job(job)) {
+        for step in 0..<workers.count where workers[(first &+ step) % workers.count].post(.job(.global(job))) {
             return true
         }
         return false
+    }
+
+    /// A global job once every ring has stopped: Swift's platform executor runs it.
+    static func runElsewhere(_ job: UnownedJob) {
+        if let rings = installed.load(), rings.take(job) { return }
+        PlatformExecutorFactory.defaultExecutor.enqueue(ExecutorJob(job))
     }
 }

@@ -26,12 +26,7 @@ package final class RingExecutor: TaskExecutor {
 
     /// Runs `job` on the ring's thread, or elsewhere once the ring has stopped.
     func run(_ job: UnownedJob) {
-        if !worker.enqueue(job) { runElsewhere(job) }
-    }
-
-    /// After the worker has exited, its tasks still need somewhere to run: the global executor
-    /// (the other rings while they run, when they are that executor; else Swift's default pool).
-    func runElsewhere(_ job: UnownedJob) {
-        globalConcurrentExecutor.enqueue(job)
+        let ready = ReadyJob.preferring(job)
+        if !worker.enqueue(ready) { ready.runElsewhere() }
     }
 }

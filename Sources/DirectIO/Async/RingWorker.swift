@@ -31,7 +31,7 @@ final class RingWorker: @unchecked Sendable {
         /// A scope's task was cancelled: cancel its requests in the kernel (those still waiting
         /// see the scope's flag when their turn comes).
         case cancelScope(IOScopeState)
-        case job(UnownedJob)
+        case job(ReadyJob)
         /// Register a pool with the ring (sharing the pages pinned at `SharedFixedBuffers.Pinned`
         /// when given), then call the closure, if any.
         case register(BufferPool, SharedFixedBuffers.Pinned?, (@Sendable () -> Void)?)
@@ -88,11 +88,13 @@ final class RingWorker: @unchecked Sendable {
         var backoff = EnterBackoff()
         /// Jobs enqueued by this worker's own thread (a task resumed here, on this executor): no
         /// lock needed, and no wake-up, since the worker is awake.
-        var localJobs: [UnownedJob] = []
+        var localJobs: [ReadyJob] = []
         /// Reused message and job arrays: swapping them in and out keeps their storage, where
         /// copying an array out and emptying it would allocate new storage every round.
         var takenMessages: [Message] = []
-        var runningJobs: [UnownedJob] = []
+        var runningJobs: [ReadyJob] = []
+        /// The installed `GlobalRings` as a task executor, once a global job has asked for it.
+        var globalExecutor: UnownedTaskExecutor?
 
         init() {}
     }
@@ -149,7 +151,7 @@ final class RingWorker: @unchecked Sendable {
 
     /// Runs `job` on this worker: queued locally when the caller is the worker's own thread,
     /// posted otherwise. False when the worker has exited.
-    func enqueue(_ job: UnownedJob) -> Bool {
+    func enqueue(_ job: ReadyJob) -> Bool {
         if isCurrent {
             local.pointee.localJobs.append(job)
             return true
@@ -297,11 +299,19 @@ final class RingWorker: @unchecked Sendable {
             // for completions again, so a task that keeps yielding cannot starve the ring's I/O.
             if !local.pointee.localJobs.isEmpty {
                 swap(&local.pointee.localJobs, &local.pointee.runningJobs)
-                // Every job runs as on the ring's task executor, those of tasks without a
-                // preference too (Swift's global jobs, when the rings are the global executor):
-                // `Task.currentExecutor` is then the ring, so what the standard library enqueues
-                // there (`Task.yield`, `Task.sleep`) stays on this thread.
-                for job in local.pointee.runningJobs { job.runSynchronously(on: taskExecutor) }
+                // A task that prefers this ring runs on its executor. A global job (the rings are
+                // Swift's global executor) runs on `GlobalRings`, which is then also Swift's
+                // default executor: a task without a preference sees the executor it expects
+                // (no hop back to it at every resumption), and what the standard library
+                // enqueues on `Task.currentExecutor` (`Task.yield`, `Task.sleep`) stays here.
+                for job in local.pointee.runningJobs {
+                    switch job {
+                    case .preferring(let job): job.runSynchronously(on: taskExecutor)
+                    case .global(let job):
+                        if local.pointee.globalExecutor == nil { local.pointee.globalExecutor = GlobalRings.installed.load()?.asUnownedTaskExecutor() }
+                        if let global = local.pointee.globalExecutor { job.runSynchronously(on: global) } else { job.runSynchronously(on: taskExecutor) }
+                    }
+                }
                 local.pointee.runningJobs.removeAll(keepingCapacity: true)
             }
             // Every message taken has been handled (jobs included): once stopping, leave as soon
@@ -446,7 +456,7 @@ final class RingWorker: @unchecked Sendable {
             case .request(let request):
                 request.refusedByShutdown = true
                 request.finish(IOOutcome(bytes: 0, errno: .canceled))
-            case .job(let job): executor.runElsewhere(job)
+            case .job(let job): job.runElsewhere()
             case .register(_, _, let done): done?()
             case .forget(let release): release.done()
             case .statistics(let report): report(engine.statistics)
@@ -461,7 +471,24 @@ final class RingWorker: @unchecked Sendable {
         local.pointee.engine = nil
         for waiter in local.pointee.stopWaiters { waiter.resume() }
         local.pointee.stopWaiters.removeAll()
-        for job in local.pointee.localJobs { executor.runElsewhere(job) }
+        for job in local.pointee.localJobs { job.runElsewhere() }
         local.pointee.localJobs.removeAll()
     }
 }
+
+/// A job a ring runs: one of a task that prefers the ring's executor, or one of Swift's global
+/// executor's when the rings are that executor (`GlobalRings`).
+enum ReadyJob: Sendable {
+    case preferring(UnownedJob)
+    case global(UnownedJob)
+
+    /// After its worker has exited, the job still needs somewhere to run: the global executor
+    /// (the other rings while they run, else Swift's default executor).
+    func runElsewhere() {
+        switch self {
+        case .preferring(let job): globalConcurrentExecutor.enqueue(job)
+        case .global(let job): GlobalRings.runElsewhere(job)
+        }
+    }
+}
+
