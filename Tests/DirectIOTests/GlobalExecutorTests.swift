@@ -27,11 +27,8 @@ import Testing
 
     @Test(.enabled(if: IORuntime.globalExecutorRuntime == nil, "this process's rings are already installed"), .timeLimit(.minutes(10)))
     func asyncSuitesPassWithTheRingsAsTheGlobalExecutor() throws {
-        let bundle = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let result = try TestSupport.run([bundle, "--testing-library", "swift-testing", "--filter", Self.suitesOnTheRings],
-                                         environment: ["DIRECTIO_GLOBAL_EXECUTOR": "rings"])
-        let output = result.output + result.error
-        #expect(result.status == 0, "\(output.suffix(6000))")
+        let (status, output) = try TestSupport.runThisBundle(filter: Self.suitesOnTheRings, environment: ["DIRECTIO_GLOBAL_EXECUTOR": "rings"])
+        #expect(status == 0, "\(output.suffix(6000))")
         // The suite that checks where tasks run really ran (and so did the async suites).
         #expect(output.contains("Suite OnTheRings passed"), "\(output.suffix(3000))")
         #expect(output.contains("Suite AsyncTests passed"), "\(output.suffix(3000))")
@@ -40,21 +37,15 @@ import Testing
 
     @Test(.enabled(if: IORuntime.globalExecutorRuntime == nil, "this process's rings are already installed"), .timeLimit(.minutes(2)))
     func tasksOutliveTheInstalledRingsOnSwiftsExecutor() throws {
-        let bundle = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let result = try TestSupport.run([bundle, "--testing-library", "swift-testing", "--filter", "AfterTheRingsStop"],
-                                         environment: ["DIRECTIO_GLOBAL_EXECUTOR": "rings", "DIRECTIO_TEST_STOP_RINGS": "1"])
-        let output = result.output + result.error
-        #expect(result.status == 0, "\(output.suffix(4000))")
+        let (status, output) = try TestSupport.runThisBundle(filter: "AfterTheRingsStop", environment: ["DIRECTIO_GLOBAL_EXECUTOR": "rings", "DIRECTIO_TEST_STOP_RINGS": "1"])
+        #expect(status == 0, "\(output.suffix(4000))")
         #expect(output.contains("Suite AfterTheRingsStop passed"), "\(output.suffix(3000))")
     }
 
     @Test func anUnknownEnvironmentValueIsSaidAndChangesNothing() throws {
-        let bundle = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let result = try TestSupport.run([bundle, "--testing-library", "swift-testing", "--filter", "OnTheRings"],
-                                         environment: ["DIRECTIO_GLOBAL_EXECUTOR": "ringz"])
-        let output = result.output + result.error
-        #expect(result.status == 0, "\(output.suffix(3000))")
-        #expect(result.error.contains("DIRECTIO_GLOBAL_EXECUTOR=ringz is not understood"), "\(result.error.suffix(2000))")
+        let (status, output) = try TestSupport.runThisBundle(filter: "OnTheRings", environment: ["DIRECTIO_GLOBAL_EXECUTOR": "ringz"])
+        #expect(status == 0, "\(output.suffix(3000))")
+        #expect(output.contains("DIRECTIO_GLOBAL_EXECUTOR=ringz is not understood"), "\(output.suffix(2000))")
         // Not installed, so the suite was skipped rather than run.
         #expect(output.contains("Suite OnTheRings skipped"), "\(output.suffix(3000))")
     }

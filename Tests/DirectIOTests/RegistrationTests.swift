@@ -143,11 +143,9 @@ import Testing
         // VmPin counts the whole process's pinned pages, and other tests pin and unpin pools
         // meanwhile: the measurement runs alone, in a second process of this test bundle.
         guard ProcessInfo.processInfo.environment["DIRECTIO_TEST_ALONE"] != nil else {
-            let bundle = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-            let result = try TestSupport.run([bundle, "--testing-library", "swift-testing", "--filter", "aPoolRegisteredWithARuntimeIsPinnedOnce"],
-                                             environment: ["DIRECTIO_TEST_ALONE": "1"])
-            #expect(result.status == 0, "\((result.output + result.error).suffix(3000))")
-            #expect((result.output + result.error).contains("aPoolRegisteredWithARuntimeIsPinnedOnceForAllItsRings() passed"), "\((result.output + result.error).suffix(2000))")
+            let (status, output) = try TestSupport.runThisBundle(filter: "aPoolRegisteredWithARuntimeIsPinnedOnce", environment: ["DIRECTIO_TEST_ALONE": "1"])
+            #expect(status == 0, "\(output.suffix(3000))")
+            #expect(output.contains("aPoolRegisteredWithARuntimeIsPinnedOnceForAllItsRings() passed"), "\(output.suffix(2000))")
             return
         }
         let runtime = try IORuntime(rings: 3, queueDepth: 16)

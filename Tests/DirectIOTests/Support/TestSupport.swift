@@ -100,6 +100,16 @@ enum TestSupport {
         return nil
     }
 
+    /// Runs the tests matching `filter` in a second process of this test bundle, with
+    /// `environment` added (for what needs a process of its own: the rings installed before
+    /// `main`, or a measurement other tests would disturb). Returns its status and its output
+    /// and error together.
+    static func runThisBundle(filter: String, environment: [String: String]) throws -> (status: Int32, output: String) {
+        let bundle = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let result = try run([bundle, "--testing-library", "swift-testing", "--filter", filter], environment: environment)
+        return (result.status, result.output + result.error)
+    }
+
     /// The `dio` executable built next to this test bundle.
     static var dioExecutable: String {
         let bundle = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
