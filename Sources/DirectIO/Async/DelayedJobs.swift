@@ -4,10 +4,16 @@ import Synchronization
 /// earliest is due and then hands it back to the ring it came from (or to the global executor).
 /// Started on first use.
 final class DelayedJobs: Sendable {
+    /// The job is kept as a plain pointer with a separate flag, not as a `ReadyJob`: Swift
+    /// packs an enum's case into the pointer's spare bits, and a job that waits until the
+    /// process exits (a long sleep) would then look unreferenced to LeakSanitizer.
     private struct Entry: Sendable {
         let deadline: UInt64
-        let job: ReadyJob
+        let job: UnownedJob
+        let global: Bool
         let worker: RingWorker?
+
+        var ready: ReadyJob { global ? .global(job) : .preferring(job) }
     }
 
     /// Latest deadline first, so the earliest is the last element (removed in O(1)).
@@ -29,7 +35,11 @@ final class DelayedJobs: Sendable {
             return
         }
         let (deadline, overflow) = Sys.monotonicNanoseconds().addingReportingOverflow(nanoseconds)
-        let entry = Entry(deadline: overflow ? .max : deadline, job: job, worker: worker)
+        let entry: Entry
+        switch job {
+        case .preferring(let unowned): entry = Entry(deadline: overflow ? .max : deadline, job: unowned, global: false, worker: worker)
+        case .global(let unowned): entry = Entry(deadline: overflow ? .max : deadline, job: unowned, global: true, worker: worker)
+        }
         timers.waiting.updateAndBroadcast { entries in
             var low = 0, high = entries.count
             while low < high {
@@ -55,7 +65,7 @@ final class DelayedJobs: Sendable {
                 while let last = entries.last, last.deadline <= now { taken.append(entries.removeLast()) }
                 return (taken, nil)
             }
-            for entry in due { Self.deliver(entry.job, to: entry.worker) }
+            for entry in due { Self.deliver(entry.ready, to: entry.worker) }
         }
     }
 }
