@@ -349,7 +349,7 @@ final class RingWorker: @unchecked Sendable {
                 local.pointee.backoff.pauseAfterFailure()
             }
         }
-        exit(engine, executor: executor)
+        exit(engine)
     }
 
     private func armWakeRead(_ engine: IOEngine) {
@@ -440,7 +440,7 @@ final class RingWorker: @unchecked Sendable {
     }
 
     /// Leaves the loop: closes the inbox (later posts are refused), wakes the stop waiters.
-    private func exit(_ engine: IOEngine, executor: RingExecutor) {
+    private func exit(_ engine: IOEngine) {
         let late = inbox.withLock { box -> [Message] in
             box.closed = true
             let taken = box.messages
