@@ -19,6 +19,9 @@ import Testing
         final class Outcomes: Sendable {
             let blocks = Mutex<[Int64: UInt8]>([:])
             let refusals = Mutex<Int>(0)
+            /// Tasks that saw the writer's own shutdown before their next write was refused (a
+            /// write that finished during the runtime's drain, just before `stop` was set).
+            let stoppedFirst = Mutex<Int>(0)
             let otherErrors = Mutex<[String]>([])
             let stop = Atomic<Bool>(false)
         }
@@ -44,6 +47,7 @@ import Testing
                             }
                             round += 1
                         }
+                        acknowledged.stoppedFirst.withLock { $0 += 1 }
                     }
                 }
                 try? await gracefulShutdown()
@@ -78,7 +82,10 @@ import Testing
         let outcomes = writer.acknowledged
         let acknowledged = outcomes.blocks.withLock { $0 }
         #expect(acknowledged.count > 50, "only \(acknowledged.count) writes before the shutdown")
-        #expect(outcomes.refusals.withLock { $0 } == 16, "every writer task should end refused by the stopped runtime")
+        // Every task ended, almost all refused by the stopped runtime (a task whose last write
+        // finished in the drain may see the writer's own stop first).
+        let refused = outcomes.refusals.withLock { $0 }
+        #expect(refused + outcomes.stoppedFirst.withLock { $0 } == 16 && refused > 0, "\(refused) refused of 16 writer tasks")
         #expect(outcomes.otherErrors.withLock { $0 }.isEmpty, "\(outcomes.otherErrors.withLock { $0 })")
         let fd = open(path, O_RDONLY)
         defer { close(fd) }
