@@ -16,7 +16,8 @@ import Synchronization
 /// Each response reads the file in `chunkBytes` pieces at block-aligned offsets (DMA straight
 /// into a pool buffer; a range at any offset is cut from them), up to `readAhead` at once ahead
 /// of the one being written to the socket, so the disk does not wait for the client (O_DIRECT
-/// has no kernel read-ahead). A piece is copied once into the `ByteBuffer` NIO writes.
+/// has no kernel read-ahead). Each piece's pool buffer is lent to NIO as the `ByteBuffer` it
+/// writes, and comes back to the pool when NIO frees it: no copy between the disk and the socket.
 ///
 /// Files whose filesystem refuses O_DIRECT (tmpfs, ramfs) are served through the page cache,
 /// logged at info the first time. Paths are checked here, not only by the middleware: a NUL
@@ -41,10 +42,9 @@ public struct DirectIOFileProvider: FileProvider {
     public let root: String
     public let runtime: IORuntime
     public let chunkBytes: Int
-    /// Buffers of `readAhead` chunks, for responses of more than one chunk, and of one chunk,
-    /// for the rest: a small file never holds (or waits for) a read-ahead buffer.
+    public let readAhead: Int
+    /// Buffers of one chunk, shared by every response (see `ChunkStream` for who waits when).
     let pool: BufferPool
-    let singleChunkPool: BufferPool
     let logger: Logger
     /// Whether a fallback to the page cache has been logged at info (later ones at debug).
     private let fallbackLogged = Flag()
@@ -58,9 +58,9 @@ public struct DirectIOFileProvider: FileProvider {
     ///   - runtime: the runtime the reads run on (default: `IORuntime.shared()`).
     ///   - chunkBytes: the size of each read.
     ///   - readAhead: reads in flight or waiting for the socket per response.
-    ///   - buffers: read-ahead buffers (`chunkBytes × readAhead` each), one per response of
-    ///     more than one chunk being streamed, and as many single-chunk buffers for smaller
-    ///     responses; more responses wait for one.
+    ///   - buffers: how many responses may stream with their full read-ahead at once: the pool
+    ///     has `buffers × readAhead` chunk buffers. Beyond that, responses read less ahead, and
+    ///     a response with nothing in flight waits for a buffer (NIO returns them as it sends).
     public init(rootFolder: String, runtime: IORuntime? = nil, chunkBytes: Int = 256 << 10, readAhead: Int = 4, buffers: Int = 32,
                 logger: Logger = Logger(label: "DirectIOFileProvider")) async throws {
         guard let root = ServedPath.realPath(rootFolder) else {
@@ -70,11 +70,10 @@ public struct DirectIOFileProvider: FileProvider {
         self.root = root.hasSuffix("/") ? root : root + "/"
         self.runtime = runtime
         self.chunkBytes = chunkBytes
-        self.pool = try BufferPool(count: buffers, bufferBytes: chunkBytes * max(readAhead, 1))
-        self.singleChunkPool = try BufferPool(count: buffers, bufferBytes: chunkBytes)
+        self.readAhead = max(readAhead, 1)
+        self.pool = try BufferPool(count: max(buffers, 1) * self.readAhead, bufferBytes: chunkBytes)
         self.logger = logger
         await runtime.register(pool)
-        await runtime.register(singleChunkPool)
         logger.info("serving files with O_DIRECT", metadata: ["directio.root": "\(self.root)", "directio.chunk_bytes": "\(chunkBytes)"])
     }
 
@@ -121,8 +120,7 @@ public struct DirectIOFileProvider: FileProvider {
             logger.log(level: first ? .info : .debug, "serving through the page cache: O_DIRECT refused",
                        metadata: ["directio.path": "\(id.path)", "directio.reason": "\(note)"])
         }
-        let chunks = ChunkStream.chunks(range, chunkBytes: chunkBytes, alignment: file.limits.offsetAlignment)
-        let stream = ChunkStream(file: file, pool: chunks > 1 ? pool : singleChunkPool, chunkBytes: chunkBytes, range: range)
+        let stream = ChunkStream(file: file, pool: pool, readAhead: readAhead, range: range)
         return ResponseBody(contentLength: range.count) { writer in
             try await stream.write(to: &writer)
         }

@@ -212,7 +212,7 @@ import Testing
         #expect(truncate(tree.root + "/shrinking", 100_000) == 0)
         var writer: any ResponseBodyWriter = Collector()
         do {
-            try await ChunkStream(file: file, pool: pool, chunkBytes: 64 << 10, range: 0...299_999).write(to: &writer)
+            try await ChunkStream(file: file, pool: pool, readAhead: 1, range: 0...299_999).write(to: &writer)
             Issue.record("a response promised 300,000 bytes of a 100,000-byte file and ended normally")
         } catch let error as DirectIOError {
             #expect(error.description.contains("shrank"), "\(error)")
@@ -235,14 +235,69 @@ import Testing
         }
         for round in 0..<200 {
             let chunk = 4096 << next(5), slices = 1 + next(5)
-            let pool = try BufferPool(count: 1, bufferBytes: chunk * slices)
+            let pool = try BufferPool(count: slices, bufferBytes: chunk)
             let lower = next(bytes.count), upper = lower + next(bytes.count - lower)
             var collector = Collector()
             var writer: any ResponseBodyWriter = collector
-            try await ChunkStream(file: file, pool: pool, chunkBytes: chunk, range: lower...upper).write(to: &writer)
+            try await ChunkStream(file: file, pool: pool, readAhead: slices, range: lower...upper).write(to: &writer)
             collector = try #require(writer as? Collector)
             #expect(collector.bytes == Array(bytes[lower...upper]), "round \(round): \(lower)...\(upper), \(chunk)-byte chunks, \(slices) at once")
-            #expect(pool.available == 1)
+            #expect(pool.available == slices)
+        }
+        await runtime.shutdown()
+    }
+
+    /// Chunks reach the writer in the pool buffers the disk read them into (no copy), and each
+    /// comes back to its pool when the last copy of its `ByteBuffer` is gone, as NIO drops them
+    /// once sent. The writer here keeps the last `held` buffers, like a socket's queue, and a
+    /// copy of one is written to (NIO's own memory then, through the lending allocator); a
+    /// response longer than the pool still ends, since one that waits has nothing in flight.
+    @Test func chunksAreLentToTheWriterAndComeBackWhenDropped() async throws {
+        let tree = try Tree(base: "/var/tmp")
+        let bytes = try tree.add("lent.bin", count: 1_000_003, seed: 13)
+        let runtime = try IORuntime(rings: 1, queueDepth: 16)
+        let file = try AsyncFile(path: tree.root + "/lent.bin", options: OpenOptions(access: .readOnly, directIO: .preferred), runtime: runtime)
+        let pool = try BufferPool(count: 4, bufferBytes: 64 << 10)
+        // Where the pool's buffers are: all taken at once, then given back.
+        var taken: [LentBuffers.Lent] = []
+        while let buffer = pool.take() { taken.append(LentBuffers.Lent(buffer)) }
+        let poolBuffers = taken.map { UInt(bitPattern: $0.address)...(UInt(bitPattern: $0.address) + UInt($0.count) - 1) }
+        taken.removeAll()
+        #expect(poolBuffers.count == 4 && pool.available == 4)
+        final class Holder: @unchecked Sendable {
+            var queue: [ByteBuffer] = []
+            var bytes: [UInt8] = []
+            var lentChunks = 0
+            var mostHeld = 0
+        }
+        struct HoldingWriter: ResponseBodyWriter {
+            let holder: Holder
+            let poolBuffers: [ClosedRange<UInt>]
+            let held: Int
+            mutating func write(_ buffer: ByteBuffer) async throws {
+                let address = buffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+                if poolBuffers.contains(where: { $0.contains(address) }) { holder.lentChunks += 1 }
+                holder.bytes += buffer.readableBytesView
+                holder.queue.append(buffer)
+                // A copy written to moves to NIO's memory; the pool buffer stays with the original.
+                var copy = buffer
+                copy.setInteger(UInt8(0xEE), at: copy.readerIndex)
+                holder.mostHeld = max(holder.mostHeld, LentBuffers.outstanding)
+                if holder.queue.count > held { holder.queue.removeFirst() }
+            }
+            consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
+        }
+        for (lower, upper, held) in [(0, 999_999, 2), (12_345, 1_000_002, 3), (70_000, 70_099, 1), (1, 500_000, 0)] {
+            let holder = Holder()
+            var writer: any ResponseBodyWriter = HoldingWriter(holder: holder, poolBuffers: poolBuffers, held: held)
+            try await ChunkStream(file: file, pool: pool, readAhead: 4, range: lower...upper).write(to: &writer)
+            #expect(holder.bytes == Array(bytes[lower...upper]), "\(lower)...\(upper)")
+            let chunks = ChunkStream.chunks(lower...upper, chunkBytes: 64 << 10, alignment: file.limits.offsetAlignment)
+            #expect(holder.lentChunks == chunks, "every chunk is a pool buffer's memory")
+            #expect(holder.mostHeld <= pool.count)
+            #expect(pool.available == pool.count - min(held, chunks), "only the buffers the writer holds are out")
+            holder.queue.removeAll()
+            #expect(pool.available == pool.count && LentBuffers.outstanding == 0, "dropped buffers come back")
         }
         await runtime.shutdown()
     }
