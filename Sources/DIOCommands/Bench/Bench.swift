@@ -51,8 +51,8 @@ public struct Bench: ParsableCommand {
     @Option(help: "Huge pages for the buffer pool: auto (transparent from 2 MiB up), none, transparent or hugetlb.")
     var hugepages: HugePageArgument = .auto
 
-    @Option(help: "Most completions handled per system call before resubmitting (fio's iodepth_batch_complete_max).")
-    var reapBatch: Int = 1
+    @Option(help: "Most completions handled per system call before resubmitting (fio's iodepth_batch_complete_max; 1 is fio's pattern).")
+    var reapBatch: Int = IOEngine.completionsPerRound
 
     @Option(help: "auto (io_uring where this process may set up a ring, else blocking, said in the job's note), uring or blocking.")
     var engine: EngineArgument = .auto

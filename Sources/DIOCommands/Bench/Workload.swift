@@ -44,8 +44,8 @@ public struct Workload: Sendable, Equatable {
     /// physically contiguous page is one DMA segment instead of 256.
     public var hugePages: HugePages
     public var engine: IOEngine.Choice
-    /// Most completions handled per io_uring_enter (fio's iodepth_batch_complete_max); 1, the
-    /// default, resubmits each finished request before reaping the next.
+    /// Most completions handled per io_uring_enter (fio's iodepth_batch_complete_max): by
+    /// default `IOEngine.completionsPerRound`, as the ring workers do; 1 is fio's pattern.
     public var reapBatch: Int
     public var api: API
     public var seed: UInt64
@@ -62,7 +62,7 @@ public struct Workload: Sendable, Equatable {
 
     public init(pattern: Pattern, blockBytes: Int = 4096, iodepth: Int = 32, sizeBytes: Int64 = 1 << 30,
                 runtimeSeconds: Double = 5, rampSeconds: Double = 1, mode: Mode = .direct, buffers: Buffers = .registered,
-                bufferOffset: Int = 0, hugePages: HugePages = .automatic, engine: IOEngine.Choice = .ioUring, reapBatch: Int = 1, api: API = .batched, seed: UInt64 = 1) {
+                bufferOffset: Int = 0, hugePages: HugePages = .automatic, engine: IOEngine.Choice = .ioUring, reapBatch: Int? = nil, api: API = .batched, seed: UInt64 = 1) {
         self.pattern = pattern
         self.blockBytes = blockBytes
         self.iodepth = iodepth
@@ -74,7 +74,7 @@ public struct Workload: Sendable, Equatable {
         self.bufferOffset = bufferOffset
         self.hugePages = hugePages
         self.engine = engine
-        self.reapBatch = reapBatch
+        self.reapBatch = reapBatch ?? IOEngine.completionsPerRound
         self.api = api
         self.seed = seed
     }

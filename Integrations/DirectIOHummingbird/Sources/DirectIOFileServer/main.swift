@@ -31,7 +31,7 @@ struct FileServer: AsyncParsableCommand {
     var chunkKib: Int = 256
 
     @Option(help: "directio: reads in flight or waiting for the socket, per response.")
-    var readAhead: Int = 4
+    var readAhead: Int = 8
 
     func run() async throws {
         var logger = Logger(label: "directio-file-server")

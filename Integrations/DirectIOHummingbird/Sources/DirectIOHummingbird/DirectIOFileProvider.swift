@@ -61,7 +61,7 @@ public struct DirectIOFileProvider: FileProvider {
     ///   - buffers: how many responses may stream with their full read-ahead at once: the pool
     ///     has `buffers × readAhead` chunk buffers. Beyond that, responses read less ahead, and
     ///     a response with nothing in flight waits for a buffer (NIO returns them as it sends).
-    public init(rootFolder: String, runtime: IORuntime? = nil, chunkBytes: Int = 256 << 10, readAhead: Int = 4, buffers: Int = 32,
+    public init(rootFolder: String, runtime: IORuntime? = nil, chunkBytes: Int = 256 << 10, readAhead: Int = 8, buffers: Int = 16,
                 logger: Logger = Logger(label: "DirectIOFileProvider")) async throws {
         guard let root = ServedPath.realPath(rootFolder) else {
             throw DirectIOError(.notFound, operation: "serve files", path: rootFolder, detail: "the root folder does not exist")
