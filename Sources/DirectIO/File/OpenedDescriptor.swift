@@ -15,7 +15,8 @@ struct OpenedDescriptor {
 
     /// Opens `path`; on failure nothing is left open, and a file this call created is removed.
     static func open(path: String, options: OpenOptions) throws(DirectIOError) -> OpenedDescriptor {
-        let existedBefore = Sys.exists(path)
+        // Only a create may leave a new file behind to remove on failure.
+        let existedBefore = options.create && Sys.exists(path)
         var fd: Int32
         var direct = options.directIO != .disabled
         var note: String? = nil

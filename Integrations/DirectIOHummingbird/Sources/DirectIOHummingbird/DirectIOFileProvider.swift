@@ -30,12 +30,34 @@ public struct DirectIOFileProvider: FileProvider {
         public let modificationDate: Date
     }
 
-    /// A file under the root, every symlink resolved, and which file it was when resolved
-    /// (device and inode): what is opened later must be that file.
+    /// A file under the root, every symlink resolved, which file it was when resolved (device
+    /// and inode: what is opened later must be that file), and its attributes then.
     public struct FileIdentifier: Sendable, Hashable {
         public let path: String
         let device: UInt64
         let inode: UInt64
+        let isFolder: Bool
+        let size: Int
+        let modified: timespec
+
+        init(path: String, _ info: stat) {
+            self.path = path
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+            isFolder = info.st_mode & S_IFMT == S_IFDIR
+            size = Int(info.st_size)
+            modified = info.st_mtim
+        }
+
+        public static func == (a: FileIdentifier, b: FileIdentifier) -> Bool {
+            a.path == b.path && a.device == b.device && a.inode == b.inode && a.size == b.size
+                && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(path)
+            hasher.combine(inode)
+        }
     }
 
     /// The served root: resolved, ending in "/".
@@ -82,7 +104,7 @@ public struct DirectIOFileProvider: FileProvider {
         case .file(let resolved):
             var info = stat()
             guard stat(resolved, &info) == 0 else { return nil }
-            return FileIdentifier(path: resolved, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+            return FileIdentifier(path: resolved, info)
         case .missing:
             return nil
         case .refused(let reason):
@@ -91,22 +113,24 @@ public struct DirectIOFileProvider: FileProvider {
         }
     }
 
+    /// The attributes `id` was resolved with, a moment before (FileMiddleware asks right after
+    /// `getFileIdentifier`): no second `stat`.
     public func getAttributes(id: FileIdentifier) async throws -> FileAttributes? {
-        var info = stat()
-        guard stat(id.path, &info) == 0 else { return nil }
-        let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
-        return FileAttributes(isFolder: info.st_mode & S_IFMT == S_IFDIR, size: Int(info.st_size), modificationDate: Date(timeIntervalSince1970: modified))
+        let modified = Double(id.modified.tv_sec) + Double(id.modified.tv_nsec) / 1e9
+        return FileAttributes(isFolder: id.isFolder, size: id.size, modificationDate: Date(timeIntervalSince1970: modified))
     }
 
     public func loadFile(id: FileIdentifier, context: some RequestContext) async throws -> ResponseBody {
-        guard let attributes = try await getAttributes(id: id), attributes.size > 0 else { return ResponseBody() }
-        return try await loadFile(id: id, range: 0...(attributes.size - 1), context: context)
+        try await load(id, range: nil)
     }
 
     public func loadFile(id: FileIdentifier, range: ClosedRange<Int>, context: some RequestContext) async throws -> ResponseBody {
-        // FileMiddleware passes open-ended ranges ("bytes=1000-") up to Int.max: cut to the file.
-        guard let attributes = try await getAttributes(id: id), !attributes.isFolder, attributes.size > 0 else { throw HTTPError(.notFound) }
-        let range = range.clamped(to: 0...(attributes.size - 1))
+        try await load(id, range: range)
+    }
+
+    /// Opens `id` and streams `range` of it (nil: all of it), cut to its size.
+    private func load(_ id: FileIdentifier, range: ClosedRange<Int>?) async throws -> ResponseBody {
+        if id.isFolder { throw HTTPError(.notFound) }
         let file = try AsyncFile(path: id.path, options: OpenOptions(access: .readOnly, directIO: .preferred), runtime: runtime)
         // The path was checked when resolved; a component swapped for a symlink since would
         // make the open follow it out of the root. The file opened must be the one checked.
@@ -115,6 +139,14 @@ public struct DirectIOFileProvider: FileProvider {
             logger.info("refused a file that changed after its path was checked", metadata: ["directio.path": "\(id.path)"])
             throw HTTPError(.notFound)
         }
+        // The size FileMiddleware built its headers from: a file that has shrunk since ends the
+        // response with an error (`ChunkStream`); one that has grown is served to that size.
+        guard id.size > 0 else {
+            if range == nil { return ResponseBody() }
+            throw HTTPError(.notFound)
+        }
+        // FileMiddleware passes open-ended ranges ("bytes=1000-") up to Int.max: cut to the file.
+        let range = (range ?? 0...(id.size - 1)).clamped(to: 0...(id.size - 1))
         if let note = file.fallbackNote {
             let first = !fallbackLogged.raised.exchange(true, ordering: .relaxed)
             logger.log(level: first ? .info : .debug, "serving through the page cache: O_DIRECT refused",
