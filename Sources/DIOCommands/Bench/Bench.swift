@@ -52,7 +52,7 @@ public struct Bench: ParsableCommand {
     var hugepages: HugePageArgument = .auto
 
     @Option(help: "Most completions handled per system call before resubmitting (fio's iodepth_batch_complete_max; 1 is fio's pattern).")
-    var reapBatch: Int = IOEngine.completionsPerRound
+    var reapBatch: Int = Workload.defaultReapBatch
 
     @Option(help: "auto (io_uring where this process may set up a ring, else blocking, said in the job's note), uring or blocking.")
     var engine: EngineArgument = .auto

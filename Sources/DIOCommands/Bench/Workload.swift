@@ -44,9 +44,14 @@ public struct Workload: Sendable, Equatable {
     /// physically contiguous page is one DMA segment instead of 256.
     public var hugePages: HugePages
     public var engine: IOEngine.Choice
-    /// Most completions handled per io_uring_enter (fio's iodepth_batch_complete_max): by
-    /// default `IOEngine.completionsPerRound`, as the ring workers do; 1 is fio's pattern.
+    /// Most completions handled per io_uring_enter (fio's iodepth_batch_complete_max); 1 is
+    /// fio's pattern.
     public var reapBatch: Int
+    /// Two: half the system calls of fio's one per enter, and still no block plug (io_uring
+    /// plugs a submission of more than two requests, and this virtio disk then serves them
+    /// slower: four per enter cost random writes at depth 32 up to a quarter of their IOPS).
+    /// Measured in BENCHMARKS.md.
+    public static let defaultReapBatch = 2
     public var api: API
     public var seed: UInt64
     /// fio's blockalign: random offsets are multiples of this (nil: of the block size).
@@ -74,7 +79,7 @@ public struct Workload: Sendable, Equatable {
         self.bufferOffset = bufferOffset
         self.hugePages = hugePages
         self.engine = engine
-        self.reapBatch = reapBatch ?? IOEngine.completionsPerRound
+        self.reapBatch = reapBatch ?? Self.defaultReapBatch
         self.api = api
         self.seed = seed
     }
