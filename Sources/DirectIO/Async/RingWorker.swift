@@ -72,6 +72,7 @@ final class RingWorker: @unchecked Sendable {
     /// here); through a pointer it does not. Only the worker thread touches it.
     private let local: UnsafeMutablePointer<ThreadState>
     static let wakeTag: UInt64 = .max
+    static let completionsPerRound = 4
 
     private struct ThreadState {
         var engine: IOEngine?
@@ -337,7 +338,7 @@ final class RingWorker: @unchecked Sendable {
                 // tasks they resume run (and submit their next request) before more are reaped,
                 // so the device's queue refills one request at a time instead of a batch later.
                 // Completions resume their tasks inside `service`; the wake read comes back here.
-                try engine.service(block: block, limit: IOEngine.completionsPerRound) { completion in complete(completion) }
+                try engine.service(block: block, limit: Self.completionsPerRound) { completion in complete(completion) }
                 // Slots are free again: the next waiting requests may go.
                 submitBacklog()
                 local.pointee.backoff.reset()

@@ -502,13 +502,6 @@ public final class IOEngine {
         try backendSubmit(waitingFor: 0)
     }
 
-    /// How many completions a reaper that resubmits as it reaps handles per io_uring_enter: the
-    /// ring workers' rounds and `dio bench`'s default. Measured at 4 KiB random reads, depth 32
-    /// and 64 (BENCHMARKS.md): one per enter is fio's pattern and costs fio's CPU per I/O; four
-    /// keep the device's queue as full at about three quarters of that CPU; 16 and more leave
-    /// the queue short while a batch is handled.
-    package static let completionsPerRound = 4
-
     /// Waits until at least `minimum` batched requests have finished (fewer if fewer are in
     /// flight), then hands up to `maximum` finished ones to `body`, in completion order; the
     /// rest wait for the next call.
