@@ -14,11 +14,11 @@ import Synchronization
 /// Storage NIO allocates itself through this allocator (a copy of a lent buffer that someone
 /// writes to, or one that grows) is plain `malloc` memory, freed with `free`.
 enum LentBuffers {
-    /// A pool buffer with a class's identity, so a dictionary can hold it by address (and a
-    /// child task can carry it).
+    /// A pool buffer with a class's identity, so a dictionary can hold it by address; the buffer
+    /// goes back to its pool when the last reference is dropped.
     ///
-    /// Unchecked sendability: `buffer` is set at init and taken only where it is dropped (the
-    /// owner is then the last reference, in `lent`'s lock or a single task).
+    /// Unchecked sendability: every field is a `let`, and the memory behind `address` has one
+    /// user at a time: the read that fills it (`ChunkStream`), then NIO.
     final class Lent: @unchecked Sendable {
         let address: UnsafeMutableRawPointer
         let count: Int
