@@ -191,8 +191,11 @@ import Testing
         let id = try #require(provider.getFileIdentifier("/swapped"))
         #expect(unlink(tree.root + "/swapped") == 0)
         #expect(symlink(tree.folder + "/secret", tree.root + "/swapped") == 0)
+        // Closed at the end: an EmbeddedChannel left open keeps itself and its pipeline alive.
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish() }
         do {
-            _ = try await provider.loadFile(id: id, range: 0...4999, context: BasicRequestContext(source: .init(channel: EmbeddedChannel(), logger: Logger(label: "test"))))
+            _ = try await provider.loadFile(id: id, range: 0...4999, context: BasicRequestContext(source: .init(channel: channel, logger: Logger(label: "test"))))
             Issue.record("the provider served a file it had not checked")
         } catch let error as HTTPError {
             #expect(error.status == .notFound)
