@@ -13,6 +13,15 @@ final class DelayedJobs: Sendable {
         let global: Bool
         let worker: RingWorker?
 
+        init(deadline: UInt64, job: ReadyJob, worker: RingWorker?) {
+            self.deadline = deadline
+            self.worker = worker
+            switch job {
+            case .preferring(let unowned): (self.job, global) = (unowned, false)
+            case .global(let unowned): (self.job, global) = (unowned, true)
+            }
+        }
+
         var ready: ReadyJob { global ? .global(job) : .preferring(job) }
     }
 
@@ -35,11 +44,7 @@ final class DelayedJobs: Sendable {
             return
         }
         let (deadline, overflow) = Sys.monotonicNanoseconds().addingReportingOverflow(nanoseconds)
-        let entry: Entry
-        switch job {
-        case .preferring(let unowned): entry = Entry(deadline: overflow ? .max : deadline, job: unowned, global: false, worker: worker)
-        case .global(let unowned): entry = Entry(deadline: overflow ? .max : deadline, job: unowned, global: true, worker: worker)
-        }
+        let entry = Entry(deadline: overflow ? .max : deadline, job: job, worker: worker)
         timers.waiting.updateAndBroadcast { entries in
             var low = 0, high = entries.count
             while low < high {
