@@ -97,6 +97,33 @@ import DirectIOTesting
         TestSupport.expectSameBytes(back, Array(model[5..<300_005]), "read back at an odd offset")
     }
 
+    /// A plain task's read-modify-write runs its requests from the ring's thread (one crossing
+    /// there and one back for the whole transfer), and the task is back on Swift's pool when
+    /// the call returns: the caller's code never runs on a ring it did not ask for.
+    @Test(arguments: AsyncTests.engines)
+    func plainTasksAreBackOnSwiftsPoolAfterARealignedTransfer(engine: IOEngine.Choice) async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        var model = TestSupport.pattern(count: 300_000, seed: 171)
+        try TestSupport.referenceWrite(path, model)
+        let runtime = try IORuntime(rings: 1, queueDepth: 8, engine: engine)
+        let file = try AsyncFile(path: path, runtime: runtime)
+        // With the rings as Swift's global executor every task runs on a ring: nothing to check.
+        let onPool = IORuntime.globalExecutorRuntime == nil
+        #expect(!onPool || RingExecutor.current == nil)
+        for (index, (offset, count)) in [(12_345, 4_000), (100_001, 9_000), (150_000, 120_000)].enumerated() {
+            let bytes = TestSupport.pattern(count: count, seed: 172 + UInt64(index))
+            #expect(try await file.write(bytes, at: Int64(offset)) == count)
+            #expect(!onPool || RingExecutor.current == nil, "after the write at \(offset)")
+            model.replaceSubrange(offset..<(offset + count), with: bytes)
+            let back = try await file.read(count: count + 10, at: Int64(offset - 5))
+            #expect(!onPool || RingExecutor.current == nil, "after the read at \(offset - 5)")
+            TestSupport.expectSameBytes(back, Array(model[(offset - 5)..<(offset + count + 5)]), "read back around \(offset)")
+        }
+        TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 300_001), model, "file after the writes (pread)")
+    }
+
     @Test func misalignedRequestsAreRefusedWhenTheFileSaysFail() async throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

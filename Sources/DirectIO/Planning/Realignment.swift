@@ -152,6 +152,10 @@ struct Realignment: ~Copyable {
         return .submit(transferRequest(io), nil)
     }
 
+    /// Whether the requests `next()` returned last are the transfer's last: the final write,
+    /// or the final read (a read that ends at end of file may end sooner).
+    var submittedLast: Bool { stage == .transfer && index == plan.ios.count - 1 }
+
     /// Takes the outcomes of the requests `next()` returned.
     mutating func complete(_ first: IOOutcome, _ second: IOOutcome? = nil) throws(DirectIOError) {
         switch stage {
