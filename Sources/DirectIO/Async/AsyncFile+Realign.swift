@@ -43,14 +43,13 @@ extension AsyncFile {
         let covering = covered(by: scope)
         let step = try realignment.next()
         // A plain task (no actor, not on a ring's thread) hands each request to its ring's
-        // thread and is resumed on one of Swift's: two thread crossings a request, about 7 µs
+        // thread and is resumed on one of Swift's: two thread crossings a request, about 6 µs
         // each on this VM. A read-modify-write (edge reads, then the write) or a transfer of
         // several device I/Os instead prefers the ring while it runs: the first request
         // crosses to the ring, the task is resumed there and submits the next one in place,
-        // and when the preference ends the runtime moves the task back to Swift's pool (it no
-        // longer runs where its executor says). Two crossings for the whole transfer, and the
-        // caller's own code never runs on the ring, where it would hold up the ring's other
-        // requests until it suspended (tested).
+        // and when the preference ends the runtime switches the task back to Swift's pool.
+        // Two crossings for the whole transfer, and the caller's own code never runs on the
+        // ring, where it would hold up the ring's other requests until it suspended (tested).
         let caller: (any Actor)? = #isolation
         guard !realignment.submittedLast, caller == nil, RingExecutor.current == nil else {
             return try await finish(&realignment, from: step, name: name, bounceSlot: bounceSlot, scope: covering)
