@@ -124,6 +124,69 @@ import DirectIOTesting
         TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: 300_001), model, "file after the writes (pread)")
     }
 
+    /// Plain tasks write unaligned 1,000-byte ranges whose edge blocks they share with their
+    /// neighbours, and half are cancelled at random moments, while their read-modify-writes run
+    /// from the ring. Each range ends all old (the task saw `CancellationError`) or all new (it
+    /// saw its count); every bounce buffer comes back and no block stays locked.
+    @Test(.timeLimit(.minutes(1)), arguments: AsyncTests.engines)
+    func cancellingPlainTasksMidReadModifyWriteLosesNothing(engine: IOEngine.Choice) async throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let ranges = 2_000
+        let old = TestSupport.pattern(count: ranges * 1000 + 8192, seed: 181)
+        try TestSupport.referenceWrite(path, old)
+        let runtime = try IORuntime(rings: 2, queueDepth: 16, engine: engine)
+        let file = try AsyncFile(path: path, runtime: runtime)
+        let new = TestSupport.pattern(count: ranges * 1000, seed: 182)
+        enum Outcome: Sendable { case wrote, cancelled, wrong(String) }
+        var tasks: [Task<Outcome, Never>] = []
+        for range in 0..<ranges {
+            tasks.append(Task {
+                let bytes = Array(new[(range * 1000)..<((range + 1) * 1000)])
+                do {
+                    let written = try await file.write(bytes, at: Int64(7 + range * 1000))
+                    return written == 1000 ? .wrote : .wrong("range \(range): wrote \(written)")
+                } catch is CancellationError {
+                    return .cancelled
+                } catch {
+                    return .wrong("range \(range): \(error)")
+                }
+            })
+        }
+        var random = SystemRandomNumberGenerator()
+        for range in Array(0..<ranges).shuffled(using: &random).prefix(ranges / 2) {
+            tasks[range].cancel()
+            if Int.random(in: 0..<20, using: &random) == 0 { try await Task.sleep(nanoseconds: 50_000) }
+        }
+        var outcomes: [Outcome] = []
+        for task in tasks { outcomes.append(await task.value) }
+        let after = try TestSupport.referenceRead(path, count: old.count + 1)
+        #expect(after.count == old.count)
+        var counts = (wrote: 0, cancelled: 0)
+        for (range, outcome) in outcomes.enumerated() {
+            let span = (7 + range * 1000)..<(7 + (range + 1) * 1000)
+            let onDisk = Array(after[span])
+            switch outcome {
+            case .wrote:
+                counts.wrote += 1
+                TestSupport.expectSameBytes(onDisk, Array(new[(range * 1000)..<((range + 1) * 1000)]), "range \(range), written")
+            case .cancelled:
+                counts.cancelled += 1
+                TestSupport.expectSameBytes(onDisk, Array(old[span]), "range \(range), cancelled")
+            case .wrong(let why):
+                Issue.record("\(why)")
+            }
+        }
+        #expect(counts.wrote + counts.cancelled == ranges && counts.wrote >= ranges / 2)
+        TestSupport.expectSameBytes(Array(after[0..<7]), Array(old[0..<7]), "bytes before the first range")
+        TestSupport.expectSameBytes(Array(after[(7 + ranges * 1000)...]), Array(old[(7 + ranges * 1000)...]), "bytes after the last range")
+        #expect(runtime.smallBouncePool.available == runtime.smallBouncePool.count && runtime.bouncePool.available == runtime.bouncePool.count)
+        // No block stays locked: a write over every range's edges still goes through.
+        #expect(try await file.write(Array(new[0..<(ranges * 1000)]), at: 7) == ranges * 1000)
+        TestSupport.expectSameBytes(try TestSupport.referenceRead(path, count: ranges * 1000, at: 7), Array(new[0..<(ranges * 1000)]), "the whole span rewritten")
+    }
+
     @Test func misalignedRequestsAreRefusedWhenTheFileSaysFail() async throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

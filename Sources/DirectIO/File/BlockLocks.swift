@@ -38,25 +38,77 @@ final class BlockLocks: Sendable {
     }
 
     private struct State: Sendable {
-        /// The held blocks, unordered. A list, not a set: it holds two blocks per unaligned
-        /// write in flight, and for the few dozen a process usually has, a scan costs less
-        /// than hashing the key did (about 2,000 instructions a write for test, insert and
-        /// remove with a `Set`). Thousands of unaligned writes in flight at once would want
-        /// the set back.
+        /// The held blocks, unordered, in a list while they are few: for the few dozen a
+        /// process usually has, a scan costs less than hashing the key (about 2,000
+        /// instructions a write for test, insert and remove with a `Set`). Past
+        /// `Self.listLimit` they move to `heldSet`, and back once fewer than a quarter of that
+        /// remain: with thousands of writes holding blocks (many files written at once, or
+        /// writers waiting for a bounce buffer), every lock scanned thousands of keys.
         var held: [Key] = []
-        /// Suspended tasks, in arrival order, with the blocks each waits for.
-        var waiting: [(keys: Keys, resume: UnsafeContinuation<Void, Never>)] = []
+        var heldSet: Set<Key>?
+        static let listLimit = 64
+        /// Suspended tasks by arrival number, with the blocks each waits for.
+        var waiters: [UInt64: (keys: Keys, resume: UnsafeContinuation<Void, Never>)] = [:]
+        /// For each block tasks wait for, their arrival numbers in order: an unlock looks only
+        /// at the tasks waiting for the blocks it frees (with thousands of writers waiting,
+        /// trying every waiter at every unlock cost seconds).
+        var queues: [Key: [UInt64]] = [:]
+        var arrivals: UInt64 = 0
+
+        func isHeld(_ key: Key) -> Bool {
+            if let heldSet { return heldSet.contains(key) }
+            return held.contains(key)
+        }
 
         mutating func tryLock(_ keys: Keys) -> Bool {
-            guard keys.allSatisfy({ !held.contains($0) }) else { return false }
+            guard keys.allSatisfy({ !isHeld($0) }) else { return false }
+            if heldSet != nil {
+                keys.forEach { heldSet?.insert($0) }
+                return true
+            }
             keys.forEach { held.append($0) }
+            if held.count > Self.listLimit {
+                heldSet = Set(held)
+                held.removeAll()
+            }
             return true
         }
 
         mutating func release(_ key: Key) {
+            if heldSet != nil {
+                heldSet?.remove(key)
+                if let set = heldSet, set.count < Self.listLimit / 4 {
+                    held = Array(set)
+                    heldSet = nil
+                }
+                return
+            }
             guard let index = held.firstIndex(of: key) else { return }
             held.swapAt(index, held.count - 1)
             held.removeLast()
+        }
+
+        mutating func wait(for keys: Keys, _ resume: UnsafeContinuation<Void, Never>) {
+            arrivals += 1
+            waiters[arrivals] = (keys, resume)
+            keys.forEach { queues[$0, default: []].append(arrivals) }
+        }
+
+        /// Locks the blocks of the first task waiting for `key` whose blocks are all free, and
+        /// says how to resume it. Only `key` has been freed, so once one task has it no other
+        /// waiting for it can go.
+        mutating func grantFirst(waitingFor key: Key) -> UnsafeContinuation<Void, Never>? {
+            guard let queue = queues[key] else { return nil }
+            for arrival in queue {
+                guard let waiter = waiters[arrival], tryLock(waiter.keys) else { continue }
+                waiters[arrival] = nil
+                waiter.keys.forEach { block in
+                    queues[block]?.removeAll { $0 == arrival }
+                    if queues[block]?.isEmpty == true { queues[block] = nil }
+                }
+                return waiter.resume
+            }
+            return nil
         }
     }
 
@@ -80,7 +132,7 @@ final class BlockLocks: Sendable {
             // Checked again under the lock: an unlock may have come in between.
             let granted = state.withLock { state -> Bool in
                 if state.tryLock(keys) { return true }
-                state.waiting.append((keys, resume))
+                state.wait(for: keys, resume)
                 return false
             }
             if granted { resume.resume() }
@@ -93,13 +145,8 @@ final class BlockLocks: Sendable {
         state.updateAndBroadcast { state in
             keys.forEach { state.release($0) }
             // Waiting tasks whose blocks are all free now get them before any thread looks.
-            var index = 0
-            while index < state.waiting.count {
-                if state.tryLock(state.waiting[index].keys) {
-                    granted.append(state.waiting.remove(at: index).resume)
-                } else {
-                    index += 1
-                }
+            keys.forEach { key in
+                if let resume = state.grantFirst(waitingFor: key) { granted.append(resume) }
             }
         }
         for resume in granted { resume.resume() }
