@@ -98,7 +98,8 @@ final class BlockLocks: Sendable {
         /// says how to resume it. Only `key` has been freed, so once one task has it no other
         /// waiting for it can go.
         mutating func grantFirst(waitingFor key: Key) -> UnsafeContinuation<Void, Never>? {
-            guard let queue = queues[key] else { return nil }
+            // No hashing while nobody waits: the usual unlock.
+            guard !waiters.isEmpty, let queue = queues[key] else { return nil }
             for arrival in queue {
                 guard let waiter = waiters[arrival], tryLock(waiter.keys) else { continue }
                 waiters[arrival] = nil
