@@ -94,9 +94,10 @@ final class BlockLocks: Sendable {
             keys.forEach { queues[$0, default: []].append(arrivals) }
         }
 
-        /// Locks the blocks of the first task waiting for `key` whose blocks are all free, and
-        /// says how to resume it. Only `key` has been freed, so once one task has it no other
-        /// waiting for it can go.
+        /// Locks the blocks of the first task waiting for the freed `key` whose blocks are all
+        /// free, and says how to resume it: once one task has `key`, no other waiting for it
+        /// can go. (A task waits for no block but those it is queued under, so the tasks an
+        /// unlock can free are all in the queues of the blocks it released.)
         mutating func grantFirst(waitingFor key: Key) -> UnsafeContinuation<Void, Never>? {
             // No hashing while nobody waits: the usual unlock.
             guard !waiters.isEmpty, let queue = queues[key] else { return nil }
