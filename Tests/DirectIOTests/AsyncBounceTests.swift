@@ -98,8 +98,9 @@ import DirectIOTesting
     }
 
     /// A plain task's read-modify-write runs its requests from the ring's thread (one crossing
-    /// there and one back for the whole transfer), and the task is back on Swift's pool when
-    /// the call returns: the caller's code never runs on a ring it did not ask for.
+    /// there and one back for the whole transfer, counted at the ring's inbox), and the task is
+    /// back on Swift's pool when the call returns: the caller's code never runs on a ring it
+    /// did not ask for.
     @Test(arguments: AsyncTests.engines)
     func plainTasksAreBackOnSwiftsPoolAfterARealignedTransfer(engine: IOEngine.Choice) async throws {
         let directory = try TestSupport.scratchDirectory()
@@ -112,12 +113,18 @@ import DirectIOTesting
         // With the rings as Swift's global executor every task runs on a ring: nothing to check.
         let onPool = IORuntime.globalExecutorRuntime == nil
         #expect(!onPool || RingExecutor.current == nil)
+        func crossings() -> Int { runtime.workers.reduce(0) { $0 + $1.crossings } }
         for (index, (offset, count)) in [(12_345, 4_000), (100_001, 9_000), (150_000, 120_000)].enumerated() {
             let bytes = TestSupport.pattern(count: count, seed: 172 + UInt64(index))
+            var before = crossings()
             #expect(try await file.write(bytes, at: Int64(offset)) == count)
+            // Edge reads, then the write: the task crossed to the ring once, not per request.
+            #expect(!onPool || crossings() - before == 1, "crossings to the ring for the write at \(offset): \(crossings() - before)")
             #expect(!onPool || RingExecutor.current == nil, "after the write at \(offset)")
             model.replaceSubrange(offset..<(offset + count), with: bytes)
+            before = crossings()
             let back = try await file.read(count: count + 10, at: Int64(offset - 5))
+            #expect(!onPool || crossings() - before == 1, "crossings to the ring for the read at \(offset - 5): \(crossings() - before)")
             #expect(!onPool || RingExecutor.current == nil, "after the read at \(offset - 5)")
             TestSupport.expectSameBytes(back, Array(model[(offset - 5)..<(offset + count + 5)]), "read back around \(offset)")
         }

@@ -45,9 +45,9 @@ extension AsyncFile {
         // A plain task (no actor, not on a ring's thread) hands each request to its ring's
         // thread and is resumed on one of Swift's: two thread crossings a request, about 6 µs
         // each on this VM. A read-modify-write (edge reads, then the write) or a transfer of
-        // several device I/Os instead prefers the ring while it runs: the first request
-        // crosses to the ring, the task is resumed there and submits the next one in place,
-        // and when the preference ends the runtime switches the task back to Swift's pool.
+        // several device I/Os instead prefers the ring while it runs: the task moves to the
+        // ring as the preference starts, submits every request there in place and is resumed
+        // there, and when the preference ends the runtime switches it back to Swift's pool.
         // Two crossings for the whole transfer, and the caller's own code never runs on the
         // ring, where it would hold up the ring's other requests until it suspended (tested).
         let caller: (any Actor)? = #isolation

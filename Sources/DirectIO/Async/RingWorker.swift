@@ -49,6 +49,8 @@ final class RingWorker: @unchecked Sendable {
         var sleeping = false
         /// The thread has exited: nothing posted now would ever be read.
         var closed = false
+        /// Requests and jobs handed over by other threads: each one crossed to this thread.
+        var crossings = 0
     }
 
     let queueDepth: Int
@@ -177,6 +179,10 @@ final class RingWorker: @unchecked Sendable {
 
     // MARK: Posting (any thread)
 
+    /// How many requests and jobs other threads have handed to this worker (tests count the
+    /// thread crossings of a call with it).
+    package var crossings: Int { inbox.withLock { $0.crossings } }
+
     /// Hands `message` to the worker; false when the worker has exited.
     @discardableResult
     func post(_ message: Message) -> Bool {
@@ -188,6 +194,10 @@ final class RingWorker: @unchecked Sendable {
                 return
             }
             box.messages.append(message)
+            switch message {
+            case .request, .job: box.crossings += 1
+            default: break
+            }
             if box.sleeping {
                 box.sleeping = false
                 wake = true
