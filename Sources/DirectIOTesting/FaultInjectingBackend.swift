@@ -92,6 +92,17 @@ final class FaultInjectingBackend: WrappingBackend {
     }
 
     func enqueue(_ operation: IOOperation, userData: UInt64) -> Bool {
+        inject(operation, userData: userData) { inner.enqueue($0, userData: userData) }
+    }
+
+    /// A synchronous caller's request meets the same faults, then the inner backend's way with
+    /// such requests (the ring runs writes as system calls): that path is tested too.
+    func enqueueWaited(_ operation: IOOperation, userData: UInt64) -> Bool {
+        inject(operation, userData: userData) { inner.enqueueWaited($0, userData: userData) }
+    }
+
+    /// Answers `operation` with a fault from the plan, or hands it (perhaps cut short) to `pass`.
+    private func inject(_ operation: IOOperation, userData: UInt64, pass: (IOOperation) -> Bool) -> Bool {
         if operation.opcode.transfersData {
             let start = operation.offset, end = operation.offset + Int64(operation.byteCount)
             if plan.ioErrorOffsets.contains(where: { $0 >= start && $0 < end }) {
@@ -116,10 +127,10 @@ final class FaultInjectingBackend: WrappingBackend {
                 return true
             }
             if let shortened = shortened(operation) {
-                return inner.enqueue(shortened, userData: userData)
+                return pass(shortened)
             }
         }
-        return inner.enqueue(operation, userData: userData)
+        return pass(operation)
     }
 
     /// The operation asking for fewer bytes, when the plan says to cut this one short.

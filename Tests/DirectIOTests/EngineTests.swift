@@ -175,6 +175,78 @@ import DIOCommands
         #expect(readAligned.bytes(count: 4096) == Array(second[4096...]))
     }
 
+    /// On a ring, the writes and syncs a synchronous call waits for run as system calls on the
+    /// caller's thread (io_uring would complete them on a kernel worker); reads and batched
+    /// requests stay in the ring. Every byte is checked against pread, and with a batched write
+    /// in flight beside a synchronous one both land.
+    @Test(arguments: engines)
+    func synchronousWritesAndSyncsRunAsSystemCallsOnRings(config: EngineConfig) throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        var model = TestSupport.pattern(count: 1 << 20, seed: 40)
+        try TestSupport.referenceWrite(path, model)
+        let engine = try config.make(queueDepth: 8)
+        let pool = try BufferPool(count: 2, bufferBytes: 65536)
+        engine.register(pool)
+        let file = try DirectFile(path: path, engine: engine)
+        let ring = config.choice == .ioUring
+        var expected = 0
+        func calls() -> Int { engine.statistics.systemCallRequests }
+
+        // A registered buffer (WRITE_FIXED in the ring) and plain aligned memory.
+        guard var registered = pool.take() else { Issue.record("pool empty"); return }
+        let first = TestSupport.pattern(count: 65536, seed: 41)
+        registered.copy(from: first)
+        #expect(try file.write(registered, at: 131072) == 65536)
+        model.replaceSubrange(131072..<196608, with: first)
+        var aligned = try AlignedBuffer(byteCount: 8192)
+        let second = TestSupport.pattern(count: 8192, seed: 42)
+        aligned.copy(from: second)
+        #expect(try file.write(aligned, at: 4096) == 8192)
+        model.replaceSubrange(4096..<12288, with: second)
+        expected += 2
+        #expect(calls() == (ring ? expected : 0))
+
+        // An unaligned write: its edge read goes through the ring, its write is a system call.
+        let third = TestSupport.pattern(count: 4000, seed: 43)
+        #expect(try file.write(third, at: 300_001) == 4000)
+        model.replaceSubrange(300_001..<304_001, with: third)
+        expected += 1
+        #expect(calls() == (ring ? expected : 0))
+
+        // A batched write in flight while a synchronous one runs: both land, only one is a call.
+        guard var batched = pool.take() else { Issue.record("pool empty"); return }
+        let fourth = TestSupport.pattern(count: 65536, seed: 44)
+        batched.copy(from: fourth)
+        try file.submitWrite(batched, at: 524_288, tag: 7)
+        model.replaceSubrange(524_288..<589_824, with: fourth)
+        let fifth = TestSupport.pattern(count: 4096, seed: 45)
+        aligned.copy(from: fifth)
+        #expect(try file.write(aligned, count: 4096, at: 786_432) == 4096)
+        model.replaceSubrange(786_432..<790_528, with: fifth)
+        expected += 1
+        var reaped = 0
+        try engine.reap(minimum: 1) { completion in
+            #expect(completion.tag == 7 && completion.outcome.bytes == 65536 && completion.outcome.succeeded)
+            reaped += 1
+        }
+        #expect(reaped == 1)
+        try file.sync(dataOnly: true)
+        expected += 1
+        #expect(calls() == (ring ? expected : 0))
+
+        // Reads stay in the ring.
+        var readBack = try AlignedBuffer(byteCount: 1 << 20)
+        #expect(try file.read(into: &readBack, at: 0) == 1 << 20)
+        #expect(readBack.bytes() == model)
+        var small = [UInt8](repeating: 0, count: 4000)
+        #expect(try file.read(into: &small, at: 300_001) == 4000)
+        #expect(small == third)
+        #expect(calls() == (ring ? expected : 0))
+        #expect(try TestSupport.referenceRead(path, count: model.count) == model)
+    }
+
     @Test(arguments: engines)
     func vectoredWriteAndReadMatchReference(config: EngineConfig) throws {
         let directory = try TestSupport.scratchDirectory()

@@ -26,6 +26,11 @@ package protocol EngineBackend: AnyObject {
     /// Queues `operation`; false when the submission queue is full (submit first).
     func enqueue(_ operation: IOOperation, userData: UInt64) -> Bool
 
+    /// Queues `operation` for a caller that blocks until it completes (a synchronous call);
+    /// false as for `enqueue`. A backend may carry it out at once instead, on the caller's
+    /// thread, and hand its completion out at the next `reap`.
+    func enqueueWaited(_ operation: IOOperation, userData: UInt64) -> Bool
+
     /// Queues a cancellation of the request with `target` user data.
     func enqueueCancel(target: UInt64, userData: UInt64) -> Bool
 
@@ -63,6 +68,7 @@ package protocol EngineBackend: AnyObject {
 }
 
 extension EngineBackend {
+    package func enqueueWaited(_ operation: IOOperation, userData: UInt64) -> Bool { enqueue(operation, userData: userData) }
     package func limits(for limits: DeviceLimits) -> DeviceLimits { limits }
     /// Only rings share buffer tables.
     package func cloneFixedBuffers(from sourceRing: Int32, sourceFirst: Int, first: Int, count: Int) throws(Errno) { throw .notSupported }
@@ -82,6 +88,9 @@ extension WrappingBackend {
     package var fixedFileSlots: Int { inner.fixedFileSlots }
     package func enqueue(_ operation: IOOperation, userData: UInt64) -> Bool { inner.enqueue(operation, userData: userData) }
     package func enqueueCancel(target: UInt64, userData: UInt64) -> Bool { inner.enqueueCancel(target: target, userData: userData) }
+    /// Through this wrapper's own `enqueue`, so what it changes applies: a wrapper that also
+    /// wants the inner backend's way with waited requests says so itself.
+    package func enqueueWaited(_ operation: IOOperation, userData: UInt64) -> Bool { enqueue(operation, userData: userData) }
     package func submit(waitingFor minimum: Int) throws(Errno) { try inner.submit(waitingFor: minimum) }
     package func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int { inner.reap(into: buffer, limit: limit) }
     package func supports(_ opcode: Opcode) -> Bool { inner.supports(opcode) }

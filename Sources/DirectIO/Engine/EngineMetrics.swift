@@ -29,6 +29,7 @@ final class EngineMetrics {
             (\.completions, "directio.requests", [engine, ("event", "completed")]),
             (\.retries, "directio.requests", [engine, ("event", "retried")]),
             (\.resubmissions, "directio.requests", [engine, ("event", "resubmitted")]),
+            (\.systemCallRequests, "directio.requests", [engine, ("event", "system_call")]),
             (\.fixedBufferRequests, "directio.requests.fixed", [engine, ("resource", "buffer")]),
             (\.fixedFileRequests, "directio.requests.fixed", [engine, ("resource", "file")]),
             (\.transfers.bytesDirect, "directio.bytes", [engine, ("path", "direct")]),

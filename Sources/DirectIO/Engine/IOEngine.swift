@@ -350,8 +350,9 @@ public final class IOEngine {
 
     /// Runs one request to completion and returns its outcome. The memory the operation names
     /// must stay valid until this returns, which it does only after the final completion.
+    /// The backend may run it at once as a system call (`EngineBackend.enqueueWaited`).
     func perform(_ operation: IOOperation, blockBytes: Int = 1) throws(DirectIOError) -> IOOutcome {
-        let index = try start(operation, tag: 0, buffer: nil, blockBytes: blockBytes, batched: false)
+        let index = try start(operation, tag: 0, buffer: nil, blockBytes: blockBytes, batched: false, waited: true)
         return finish(index)
     }
 
@@ -607,7 +608,7 @@ public final class IOEngine {
 
     // MARK: Request state
 
-    private func start(_ operation: IOOperation, tag: UInt64, buffer: consuming PoolBuffer?, blockBytes: Int, batched: Bool) throws(DirectIOError) -> Int {
+    private func start(_ operation: IOOperation, tag: UInt64, buffer: consuming PoolBuffer?, blockBytes: Int, batched: Bool, waited: Bool = false) throws(DirectIOError) -> Int {
         try checkThread()
         // While the ring cannot be entered, a new request is refused before it reaches the
         // queue (`EnterBackoff`); one try tells whether that is still so.
@@ -631,7 +632,7 @@ public final class IOEngine {
         table.pointee.statistics.submitted += 1
         if operation.opcode == .readFixed || operation.opcode == .writeFixed { table.pointee.statistics.fixedBufferRequests += 1 }
         if operation.fileSlot >= 0 { table.pointee.statistics.fixedFileRequests += 1 }
-        do { try enqueue(index) } catch {
+        do { try enqueue(index, waited: waited) } catch {
             // It never reached the submission queue, so the kernel never saw its memory.
             if batched { table.pointee.batchedInFlight -= 1 }
             table.pointee.release(index)
@@ -642,10 +643,11 @@ public final class IOEngine {
 
     /// Queues slot `index`'s current operation. The SQ has room for every slot's request and
     /// a cancellation of it, so it is never full here; the loop is a guard, not a path.
-    private func enqueue(_ index: Int) throws(DirectIOError) {
+    /// `waited`: the caller blocks until it completes (`perform`).
+    private func enqueue(_ index: Int, waited: Bool = false) throws(DirectIOError) {
         let slot = table.pointee.slots + index
         let userData = slot.pointee.userData(index: index)
-        while !backend.enqueue(slot.pointee.operation, userData: userData) {
+        while !(waited ? backend.enqueueWaited(slot.pointee.operation, userData: userData) : backend.enqueue(slot.pointee.operation, userData: userData)) {
             try backendSubmit(waitingFor: 0)
         }
     }
@@ -699,6 +701,7 @@ public final class IOEngine {
         let slot = table.pointee.slots + index
         guard slot.pointee.state == .inFlight, slot.pointee.userData(index: index) == completion.userData else { return }
         table.pointee.statistics.completions += 1
+        if completion.flags & RawCompletion.ranAsSystemCall != 0 { table.pointee.statistics.systemCallRequests += 1 }
         if slot.pointee.operation.opcode == .sendZeroCopy {
             handleZeroCopySend(index, completion)
             return

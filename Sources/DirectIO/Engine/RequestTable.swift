@@ -200,6 +200,9 @@ public struct EngineStatistics: Sendable, Equatable {
     public var fixedBufferRequests = 0
     /// Requests that named their file by fixed-file slot.
     public var fixedFileRequests = 0
+    /// Requests an io_uring engine ran as system calls on the caller's thread: the writes and
+    /// syncs a synchronous call waits for, which io_uring would complete on a kernel worker.
+    public var systemCallRequests = 0
     /// Files opened `.preferred` that fell back to buffered I/O.
     public var bufferedFallbacks = 0
     /// io_uring_enter calls that failed beyond their own retries (see `EnterBackoff`).

@@ -12,6 +12,9 @@ final class RingBackend: EngineBackend {
     let fixedFileSlots: Int
     /// Why the fixed-buffer or fixed-file table could not be registered, when it could not.
     let registrationNotes: [String]
+    /// The completion of a waited request run as a system call (`enqueueWaited`), until
+    /// `reap` hands it out; behind a pointer like the ring.
+    private let waited: UnsafeMutablePointer<RawCompletion?>
 
     var kind: EngineKind { .ioUring }
     var submissionCapacity: Int { Int(ring.pointee.sq.entries) }
@@ -68,11 +71,15 @@ final class RingBackend: EngineBackend {
         self.fixedBufferSlots = slots
         self.fixedFileSlots = files
         self.registrationNotes = notes
+        waited = .allocate(capacity: 1)
+        waited.initialize(to: nil)
     }
 
     deinit {
         ring.deinitialize(count: 1)
         ring.deallocate()
+        waited.deinitialize(count: 1)
+        waited.deallocate()
     }
 
     @inline(__always)
@@ -100,6 +107,26 @@ final class RingBackend: EngineBackend {
         return true
     }
 
+    /// Writes and syncs a caller waits for run at once as system calls on its thread. io_uring
+    /// hands the completion of every O_DIRECT write on ext4 and xfs to a kernel worker (iomap's
+    /// dio workqueue: io_uring stopped completing them on the caller's side,
+    /// IOCB_DIO_CALLER_COMP, in Linux 6.6) and runs fsync and fallocate on an io-wq thread, so each costs a
+    /// thread wake-up that a caller blocked in pwrite or fdatasync does not pay: 4-5 µs per
+    /// 4 KiB write at QD1 here (BENCHMARKS.md, "Synchronous writes as system calls"). Reads
+    /// complete from the interrupt either way, and two of them overlap in the ring: they stay.
+    /// The result is the system call's, in the ring's convention, so the engine treats it as
+    /// it treats a CQE (short writes go back through the ring).
+    func enqueueWaited(_ op: IOOperation, userData: UInt64) -> Bool {
+        guard waited.pointee == nil else { return enqueue(op, userData: userData) }
+        switch op.opcode {
+        case .write, .writeFixed, .writev, .fsync, .fallocate:
+            waited.pointee = RawCompletion(userData: userData, result: BlockingBackend.perform(op), flags: RawCompletion.ranAsSystemCall)
+            return true
+        default:
+            return enqueue(op, userData: userData)
+        }
+    }
+
     func enqueueCancel(target: UInt64, userData: UInt64) -> Bool {
         guard let sqe = ring.pointee.sq.nextEntry() else { return false }
         sqe.prepareCancel(target: target)
@@ -112,6 +139,16 @@ final class RingBackend: EngineBackend {
     static let busyRetryLimit = 100_000
 
     func submit(waitingFor minimum: Int) throws(Errno) {
+        // A waited request's completion is already here: it counts towards `minimum`, and
+        // with nothing queued the ring need not be entered for the caller to have it.
+        if waited.pointee != nil {
+            if minimum <= 1 && ring.pointee.sq.occupied == 0 { return }
+            return try enter(waitingFor: max(minimum - 1, 0))
+        }
+        try enter(waitingFor: minimum)
+    }
+
+    private func enter(waitingFor minimum: Int) throws(Errno) {
         var busyRetries = 0
         while true {
             do {
@@ -133,7 +170,12 @@ final class RingBackend: EngineBackend {
 
     @inline(__always)
     func reap(into buffer: UnsafeMutablePointer<RawCompletion>, limit: Int) -> Int {
-        ring.pointee.reap(into: buffer, limit: limit)
+        if limit > 0, let completion = waited.pointee {
+            buffer.pointee = completion
+            waited.pointee = nil
+            return 1 + ring.pointee.reap(into: buffer + 1, limit: limit - 1)
+        }
+        return ring.pointee.reap(into: buffer, limit: limit)
     }
 
     func supports(_ opcode: Opcode) -> Bool { opcodes.supports(opcode) }

@@ -11,6 +11,10 @@ package struct RawCompletion {
         self.result = result
         self.flags = flags
     }
+
+    /// A flag of DirectIO's own, far above the kernel's IORING_CQE_F_* bits: the request ran
+    /// as a system call on the caller's thread (`EngineBackend.enqueueWaited`), not in the ring.
+    package static let ranAsSystemCall: UInt32 = 1 << 31
 }
 
 /// The completion side of a ring: the kernel appends at `tail`; DirectIO consumes at `head`.
