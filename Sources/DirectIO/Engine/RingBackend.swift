@@ -107,15 +107,15 @@ final class RingBackend: EngineBackend {
         return true
     }
 
-    /// Writes and syncs a caller waits for run at once as system calls on its thread. io_uring
-    /// hands the completion of every O_DIRECT write on ext4 and xfs to a kernel worker (iomap's
-    /// dio workqueue: io_uring stopped completing them on the caller's side,
-    /// IOCB_DIO_CALLER_COMP, in Linux 6.6) and runs fsync and fallocate on an io-wq thread, so each costs a
-    /// thread wake-up that a caller blocked in pwrite or fdatasync does not pay: 4-5 µs per
-    /// 4 KiB write at QD1 here (BENCHMARKS.md, "Synchronous writes as system calls"). Reads
-    /// complete from the interrupt either way, and two of them overlap in the ring: they stay.
-    /// The result is the system call's, in the ring's convention, so the engine treats it as
-    /// it treats a CQE (short writes go back through the ring).
+    /// Writes, syncs and allocations a caller waits for run at once as system calls on its
+    /// thread. io_uring hands the completion of every O_DIRECT write on ext4 and xfs to a
+    /// kernel worker (iomap's dio workqueue: io_uring stopped completing them on the caller's
+    /// side, IOCB_DIO_CALLER_COMP, in Linux 6.6) and runs fsync and fallocate on an io-wq
+    /// thread, so each costs a thread wake-up that a caller blocked in pwrite or fdatasync
+    /// does not pay: 4-5 µs per 4 KiB write at QD1 here (BENCHMARKS.md, "Synchronous writes as
+    /// system calls"). Reads complete from the interrupt either way, and two of them overlap
+    /// in the ring: they stay. The result is the system call's, in the ring's convention, so
+    /// the engine treats it as it treats a CQE (a short write's rest goes through the ring).
     func enqueueWaited(_ op: IOOperation, userData: UInt64) -> Bool {
         guard waited.pointee == nil else { return enqueue(op, userData: userData) }
         switch op.opcode {
