@@ -145,6 +145,46 @@ import DIOCommands
         #expect(error?.length == 1 << 20)
     }
 
+    /// An error names what carried the request: on a ring, a synchronous read's opcode, but the
+    /// system call for its writes, syncs and the write of a read-modify-write (which run on the
+    /// caller's thread); a batched write's opcode; on the blocking engine, system calls only.
+    /// The bytes around the failed range are untouched.
+    @Test(arguments: engines)
+    func errorsNameTheCallThatCarriedTheRequest(choice: IOEngine.Choice) throws {
+        let directory = try TestSupport.scratchDirectory()
+        defer { TestSupport.remove(directory) }
+        let path = directory + "/data"
+        let reference = TestSupport.pattern(count: 1 << 20, seed: 34)
+        try TestSupport.referenceWrite(path, reference)
+        let bad: Int64 = 3 * 65536 + 7
+        let engine = try engine(choice, FaultPlan(seed: 2, ioErrorOffsets: [bad]))
+        let pool = try BufferPool(count: 2, bufferBytes: 65536)
+        engine.register(pool)
+        let file = try DirectFile(path: path, engine: engine)
+        let ring = choice == .ioUring
+
+        var aligned = try AlignedBuffer(byteCount: 65536)
+        let readError = #expect(throws: DirectIOError.self) { _ = try file.read(into: &aligned, at: 3 * 65536) }
+        #expect(readError?.systemCall == (ring ? "READ" : "pread"))
+        aligned.copy(from: TestSupport.pattern(count: 65536, seed: 35))
+        let writeError = #expect(throws: DirectIOError.self) { _ = try file.write(aligned, at: 3 * 65536) }
+        #expect(writeError?.systemCall == "pwrite")
+        #expect(writeError?.offset == Int64(3 * 65536))
+        // Unaligned at its end only: the tail block's read lies past the bad offset and
+        // succeeds; the write covering it fails.
+        let unalignedError = #expect(throws: DirectIOError.self) { _ = try file.write([UInt8](repeating: 1, count: 5000), at: 3 * 65536) }
+        #expect(unalignedError?.systemCall == "pwrite")
+        #expect(unalignedError?.errno == .ioError)
+
+        guard var buffer = pool.take() else { Issue.record("pool empty"); return }
+        buffer.copy(from: TestSupport.pattern(count: 65536, seed: 36))
+        try file.submitWrite(buffer, at: 3 * 65536, tag: 1)
+        var batched: IOOutcome?
+        try engine.reap(minimum: 1) { completion in batched = completion.outcome }
+        #expect(batched?.errno == .ioError)
+        #expect(try TestSupport.referenceRead(path, count: reference.count) == reference)
+    }
+
     @Test func theSameSeedInjectsTheSameFaults() throws {
         let directory = try TestSupport.scratchDirectory()
         defer { TestSupport.remove(directory) }

@@ -13,9 +13,9 @@ extension AsyncFile {
         let keys = Realignment.lockKeys(plan, identity: identity)
         await BlockLocks.shared.lock(keys)
         defer { BlockLocks.shared.unlock(keys) }
-        let usesRing = runtime.usesIOUring
+        let carrier = RequestCarrier(runtime.usesIOUring ? .ioUring : .blocking, waited: false)
         guard Realignment.needsBounce(plan) else {
-            return try await run(Realignment(plan: plan, isRead: isRead, bounce: nil, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: usesRing), name: name, bounceSlot: nil, scope: scope)
+            return try await run(Realignment(plan: plan, isRead: isRead, bounce: nil, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, carrier: carrier), name: name, bounceSlot: nil, scope: scope)
         }
         // Taken after the block locks (a task waiting for locks holds no buffer, so waiters
         // cannot deadlock) and before any I/O (a caller that will not wait fails having
@@ -29,7 +29,7 @@ extension AsyncFile {
         }
         // The buffer goes back only after the last request's final completion: `run` returns
         // (or throws) only then, and `buffer` lives to the end of this scope.
-        let moved = try await run(Realignment(plan: plan, isRead: isRead, bounce: buffer.baseAddress, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: usesRing),
+        let moved = try await run(Realignment(plan: plan, isRead: isRead, bounce: buffer.baseAddress, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, carrier: carrier),
                                   name: name, bounceSlot: buffer.poolSlot, scope: scope)
         _ = consume buffer
         if waited { counters.add(TransferStatistics(bounceWaits: 1)) }

@@ -64,6 +64,19 @@ final class BlockingBackend: EngineBackend {
         throw .notSupported
     }
 
+    /// The system call `perform` makes for `opcode` (errors name it).
+    static func systemCallName(of opcode: Opcode, dataOnly: Bool, rwFlags: Int32) -> String {
+        switch opcode {
+        case .read, .readFixed: "pread"
+        case .write, .writeFixed: rwFlags != 0 ? "pwritev2" : "pwrite"
+        case .readv: "preadv"
+        case .writev: "pwritev"
+        case .fsync: dataOnly ? "fdatasync" : "fsync"
+        case .fallocate: "fallocate"
+        case .nop, .asyncCancel, .splice, .sendZeroCopy: opcode.description
+        }
+    }
+
     /// Runs one operation; returns bytes or -errno. EINTR is retried inside `Sys`.
     static func perform(_ op: IOOperation) -> Int32 {
         do {

@@ -117,14 +117,9 @@ final class RingBackend: EngineBackend {
     /// in the ring: they stay. The result is the system call's, in the ring's convention, so
     /// the engine treats it as it treats a CQE (a short write's rest goes through the ring).
     func enqueueWaited(_ op: IOOperation, userData: UInt64) -> Bool {
-        guard waited.pointee == nil else { return enqueue(op, userData: userData) }
-        switch op.opcode {
-        case .write, .writeFixed, .writev, .fsync, .fallocate:
-            waited.pointee = RawCompletion(userData: userData, result: BlockingBackend.perform(op), flags: RawCompletion.ranAsSystemCall)
-            return true
-        default:
-            return enqueue(op, userData: userData)
-        }
+        guard waited.pointee == nil, op.opcode.runsAsSystemCallWhenWaited else { return enqueue(op, userData: userData) }
+        waited.pointee = RawCompletion(userData: userData, result: BlockingBackend.perform(op), flags: RawCompletion.ranAsSystemCall)
+        return true
     }
 
     func enqueueCancel(target: UInt64, userData: UInt64) -> Bool {

@@ -23,7 +23,7 @@ extension DirectFile {
         var bounce = try acquire(keys, bounceFrom: Realignment.needsBounce(plan) ? pool : nil, name: name, offset: offset, length: total)
         defer { BlockLocks.shared.unlock(keys) }
         let base = bounce?.baseAddress
-        let moved = try run(Realignment(plan: plan, isRead: isRead, bounce: base, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, usesRing: engine.kind == .ioUring),
+        let moved = try run(Realignment(plan: plan, isRead: isRead, bounce: base, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, carrier: RequestCarrier(engine.kind, waited: true)),
                             bounceSlot: engine.fixedIndex(of: bounce?.poolSlot))
         _ = bounce.take()
         return moved
@@ -41,7 +41,7 @@ extension DirectFile {
         let base = bounce?.baseAddress
         let bounceSlot = engine.fixedIndex(of: bounce?.poolSlot)
         let parts = RealignedRequest.Parts(
-            realignment: Realignment(plan: plan, isRead: isRead, bounce: base, offset: offset, total: count, rules: rules, descriptor: descriptor, name: name, usesRing: engine.kind == .ioUring),
+            realignment: Realignment(plan: plan, isRead: isRead, bounce: base, offset: offset, total: count, rules: rules, descriptor: descriptor, name: name, carrier: RequestCarrier(engine.kind, waited: false)),
             bounce: bounce.take(), bounceSlot: bounceSlot, keys: keys, fd: descriptor, fileSlot: fileSlot,
             readBlock: alignment.readAlignment, writeBlock: alignment.writeAlignment, offset: offset, counters: isDirect ? counters : nil)
         try engine.submitRealigned(parts, buffer: buffer, tag: tag)

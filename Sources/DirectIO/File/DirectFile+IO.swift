@@ -244,7 +244,7 @@ extension DirectFile {
         let operation = IOOperation.vectored(opcode, fd: descriptor, fileSlot: fileSlot, vectors: copy, count: vectors.count, at: offset)
         let outcome = try engine.perform(operation, blockBytes: blockBytes(isRead: opcode == .readv))
         if let errno = outcome.errno {
-            throw failure(errno, name: name, call: engine.kind == .ioUring ? opcode.description : (opcode == .readv ? "preadv" : "pwritev"), address: nil, offset: offset, length: total, isRead: opcode == .readv, done: outcome.bytes)
+            throw failure(errno, name: name, call: RequestCarrier(engine.kind, waited: true).name(of: operation), address: nil, offset: offset, length: total, isRead: opcode == .readv, done: outcome.bytes)
         }
         if isDirect { record(TransferStatistics(bytesDirect: outcome.bytes)) }
         return outcome.bytes
@@ -257,8 +257,7 @@ extension DirectFile {
         if length == 0 { return 0 }
         let outcome = try engine.perform(operation, blockBytes: blockBytes(isRead: isRead))
         if let errno = outcome.errno {
-            let call = engine.kind == .ioUring ? operation.opcode.description : (isRead ? "pread" : "pwrite")
-            throw failure(errno, name: name, call: call, address: address, offset: offset, length: length, isRead: isRead, done: outcome.bytes)
+            throw failure(errno, name: name, call: RequestCarrier(engine.kind, waited: true).name(of: operation), address: address, offset: offset, length: length, isRead: isRead, done: outcome.bytes)
         }
         if isDirect { record(TransferStatistics(bytesDirect: outcome.bytes)) }
         return outcome.bytes

@@ -106,7 +106,7 @@ public struct DirectFile: ~Copyable {
         let operation = IOOperation.fallocate(fd: descriptor, fileSlot: fileSlot, mode: keepSize ? DIO_FALLOC_FL_KEEP_SIZE : 0, offset: offset, length: length)
         let outcome = try engine.supports(.fallocate) ? engine.perform(operation) : IOOutcome(bytes: 0, errno: Self.errno(of: BlockingBackend.perform(operation)))
         if let errno = outcome.errno {
-            throw .system(errno, operation: "preallocate", call: engine.kind == .ioUring ? "FALLOCATE" : "fallocate", path: path, offset: offset, length: Int(length))
+            throw .system(errno, operation: "preallocate", call: RequestCarrier(engine.kind, waited: true).name(of: operation), path: path, offset: offset, length: Int(length))
         }
     }
 
@@ -121,9 +121,10 @@ public struct DirectFile: ~Copyable {
     /// Makes written data durable: fsync, or fdatasync with `dataOnly` (the data and the
     /// metadata needed to read it back, not timestamps).
     public func sync(dataOnly: Bool = false) throws(DirectIOError) {
-        let outcome = try engine.perform(.fsync(fd: descriptor, fileSlot: fileSlot, dataOnly: dataOnly))
+        let operation = IOOperation.fsync(fd: descriptor, fileSlot: fileSlot, dataOnly: dataOnly)
+        let outcome = try engine.perform(operation)
         if let errno = outcome.errno {
-            throw .system(errno, operation: dataOnly ? "data sync" : "sync", call: engine.kind == .ioUring ? "FSYNC" : (dataOnly ? "fdatasync" : "fsync"), path: path)
+            throw .system(errno, operation: dataOnly ? "data sync" : "sync", call: RequestCarrier(engine.kind, waited: true).name(of: operation), path: path)
         }
     }
 

@@ -51,7 +51,8 @@ struct Realignment: ~Copyable {
     private let isBlockDevice: Bool
     private let descriptor: Int32
     private let name: String
-    private let usesRing: Bool
+    /// What carries the requests, to name the call in errors.
+    private let carrier: RequestCarrier
     private var index = 0
     private var stage = Stage.start
     /// The edge blocks being read for the current I/O (one merged range, or head and tail).
@@ -63,7 +64,7 @@ struct Realignment: ~Copyable {
     /// The caller's bytes moved when a read ended early at end of file.
     private var endedEarly: Int?
 
-    init(plan: TransferPlan, isRead: Bool, bounce: UnsafeMutableRawPointer?, offset: Int64, total: Int, rules: FileRules, descriptor: Int32, name: String, usesRing: Bool) {
+    init(plan: TransferPlan, isRead: Bool, bounce: UnsafeMutableRawPointer?, offset: Int64, total: Int, rules: FileRules, descriptor: Int32, name: String, carrier: RequestCarrier) {
         self.plan = plan
         self.isRead = isRead
         self.bounce = bounce
@@ -73,7 +74,7 @@ struct Realignment: ~Copyable {
         self.isBlockDevice = rules.limits.isBlockDevice
         self.descriptor = descriptor
         self.name = name
-        self.usesRing = usesRing
+        self.carrier = carrier
     }
 
     deinit { vectors?.deallocate() }
@@ -168,7 +169,8 @@ struct Realignment: ~Copyable {
         case .transfer:
             let io = plan.ios[index]
             if let errno = first.errno {
-                throw .system(errno, operation: name, call: usesRing ? (isRead ? "READ(V)" : "WRITE(V)") : (isRead ? "pread(v)" : "pwrite(v)"),
+                let vectored = io.pieces.count > 1
+                throw .system(errno, operation: name, call: carrier.name(of: isRead ? (vectored ? .readv : .read) : (vectored ? .writev : .write)),
                               path: path, offset: io.fileOffset + Int64(first.bytes), length: total,
                               detail: "device I/O of \(io.length) bytes at \(io.fileOffset) for a request of \(total) bytes at \(offset)")
             }
@@ -250,7 +252,7 @@ struct Realignment: ~Copyable {
     /// becomes zeros; the file's size is then taken (once, before this I/O's write changes it).
     private mutating func merge(_ outcome: IOOutcome, _ block: BounceBlock, _ bounce: UnsafeMutableRawPointer) throws(DirectIOError) {
         if let errno = outcome.errno {
-            throw .system(errno, operation: name, call: usesRing ? "READ" : "pread", path: path, offset: block.fileOffset, length: block.length,
+            throw .system(errno, operation: name, call: carrier.name(of: .read), path: path, offset: block.fileOffset, length: block.length,
                           detail: "reading the block to merge with an unaligned write")
         }
         if outcome.bytes < block.length {

@@ -32,6 +32,15 @@ package enum Opcode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         }
     }
 
+    /// Whether a synchronous caller's request of this kind runs as a system call on its thread
+    /// even on a ring engine (`RingBackend.enqueueWaited` says why).
+    package var runsAsSystemCallWhenWaited: Bool {
+        switch self {
+        case .write, .writeFixed, .writev, .fsync, .fallocate: true
+        default: false
+        }
+    }
+
     /// Whether the operation moves data from the file into memory.
     var readsIntoMemory: Bool { self == .read || self == .readv || self == .readFixed }
     /// Whether the operation moves data and so may complete short.

@@ -253,8 +253,23 @@ struct MountedFilesystem {
         return MountedFilesystem(device: device, mountPoint: mountPoint)
     }
 
+    /// Unmounts (retrying while something still holds a file there, e.g. a ring that has not
+    /// yet dropped a registered descriptor), then detaches the device. A mount still busy after
+    /// a second is detached lazily, so no run leaves one behind: two did on 2026-12-04, after
+    /// `umount` failed and `losetup -d` only marked their devices to clear on unmount.
     func unmount() {
-        _ = try? TestSupport.run(["umount", mountPoint])
+        var unmounted = false
+        for attempt in 0..<10 {
+            if attempt > 0 { usleep(100_000) }
+            if let result = try? TestSupport.run(["umount", mountPoint]), result.status == 0 {
+                unmounted = true
+                break
+            }
+        }
+        if !unmounted {
+            print("\(mountPoint) still busy after 1 s: unmounting lazily")
+            _ = try? TestSupport.run(["umount", "-l", mountPoint])
+        }
         device.detach()
         TestSupport.remove(mountPoint)
     }
