@@ -196,7 +196,8 @@ public struct EngineStatistics: Sendable, Equatable {
     public var retries = 0
     /// Remainders submitted after short transfers.
     public var resubmissions = 0
-    /// Requests that used registered buffers (READ_FIXED/WRITE_FIXED).
+    /// Requests whose memory lies in a registered buffer (READ_FIXED/WRITE_FIXED); a write run
+    /// as a system call (`systemCallRequests`) counts here too, though the call names an address.
     public var fixedBufferRequests = 0
     /// Requests that named their file by fixed-file slot.
     public var fixedFileRequests = 0
