@@ -13,7 +13,6 @@ extension AsyncFile {
         let keys = Realignment.lockKeys(plan, identity: identity)
         await BlockLocks.shared.lock(keys)
         defer { BlockLocks.shared.unlock(keys) }
-        let carrier = RequestCarrier(runtime.usesIOUring ? .ioUring : .blocking, waited: false)
         guard Realignment.needsBounce(plan) else {
             return try await run(Realignment(plan: plan, isRead: isRead, bounce: nil, offset: offset, total: total, rules: rules, descriptor: descriptor, name: name, carrier: carrier), name: name, bounceSlot: nil, scope: scope)
         }

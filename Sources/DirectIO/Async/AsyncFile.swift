@@ -144,7 +144,7 @@ public final class AsyncFile: Sendable {
                                    blockBytes: rules.alignment.writeAlignment, rwFlags: DIO_RWF_ATOMIC, scope: covered(by: scope))
         let outcome = try await perform(request, name: name, offset: offset)
         if let errno = outcome.errno {
-            throw rules.failure(errno, name: name, call: runtime.usesIOUring ? "WRITE" : "pwritev2", address: address, offset: offset, length: length, isRead: false, done: outcome.bytes)
+            throw rules.failure(errno, name: name, call: carrier.name(of: .write, rwFlags: DIO_RWF_ATOMIC), address: address, offset: offset, length: length, isRead: false, done: outcome.bytes)
         }
         if isDirect { counters.add(TransferStatistics(bytesDirect: outcome.bytes)) }
         return outcome.bytes
@@ -165,7 +165,7 @@ public final class AsyncFile: Sendable {
                                    blockBytes: rules.alignment.writeAlignment, rwFlags: durably ? DIO_RWF_DSYNC : 0)
         let outcome = try await perform(request, name: name, offset: offset, cancellable: false)
         if let errno = outcome.errno {
-            throw rules.failure(errno, name: name, call: runtime.usesIOUring ? "WRITE" : "pwritev2", address: address, offset: offset, length: count, isRead: false, done: outcome.bytes)
+            throw rules.failure(errno, name: name, call: carrier.name(of: .write, rwFlags: durably ? DIO_RWF_DSYNC : 0), address: address, offset: offset, length: count, isRead: false, done: outcome.bytes)
         }
         if isDirect { counters.add(TransferStatistics(bytesDirect: outcome.bytes)) }
         return outcome.bytes
@@ -228,11 +228,14 @@ public final class AsyncFile: Sendable {
         let request = AsyncRequest(opcode: .fsync, fd: descriptor, dataOnly: dataOnly, scope: covered(by: scope))
         let outcome = try await perform(request, name: dataOnly ? "data sync" : "sync", offset: 0)
         if let errno = outcome.errno {
-            throw DirectIOError.system(errno, operation: dataOnly ? "data sync" : "sync", call: runtime.usesIOUring ? "FSYNC" : (dataOnly ? "fdatasync" : "fsync"), path: path)
+            throw DirectIOError.system(errno, operation: dataOnly ? "data sync" : "sync", call: carrier.name(of: .fsync, dataOnly: dataOnly), path: path)
         }
     }
 
     // MARK: Requests
+
+    /// Every request of a task goes through the ring (or the blocking engine where there is none).
+    var carrier: RequestCarrier { RequestCarrier(runtime.usesIOUring ? .ioUring : .blocking, waited: false) }
 
     @inline(__always) nonisolated(nonsending) private func transfer(_ opcode: Opcode, address: UInt, length: Int, at offset: Int64, poolSlot: PoolSlot?, scope: IOScope?) async throws -> Int {
         let isRead = opcode == .read
@@ -251,7 +254,7 @@ public final class AsyncFile: Sendable {
                                    blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment, scope: covered(by: scope))
         let outcome = try await perform(request, name: name, offset: offset)
         if let errno = outcome.errno {
-            throw rules.failure(errno, name: name, call: runtime.usesIOUring ? opcode.description : (isRead ? "pread" : "pwrite"),
+            throw rules.failure(errno, name: name, call: carrier.name(of: opcode),
                                 address: address, offset: offset, length: length, isRead: isRead, done: outcome.bytes)
         }
         if isDirect { counters.add(TransferStatistics(bytesDirect: outcome.bytes)) }
@@ -275,7 +278,7 @@ public final class AsyncFile: Sendable {
                                    blockBytes: isRead ? rules.alignment.readAlignment : rules.alignment.writeAlignment, scope: covered(by: scope))
         let outcome = try await perform(request, name: name, offset: offset)
         if let errno = outcome.errno {
-            throw rules.failure(errno, name: name, call: runtime.usesIOUring ? opcode.description : (isRead ? "preadv" : "pwritev"),
+            throw rules.failure(errno, name: name, call: carrier.name(of: opcode),
                                 address: nil, offset: offset, length: total, isRead: isRead, done: outcome.bytes)
         }
         if isDirect { counters.add(TransferStatistics(bytesDirect: outcome.bytes)) }
