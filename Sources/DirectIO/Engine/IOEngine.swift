@@ -6,6 +6,8 @@ import SystemPackage
 
 /// Moves requests between DirectIO and the kernel: io_uring where the kernel allows it,
 /// blocking system calls where it does not, with identical results either way.
+/// On a ring, the writes and syncs of a synchronous call still go as system calls on the
+/// caller's thread, which completes them sooner (`EngineStatistics.systemCallRequests`).
 ///
 /// The engine owns the state of every request in flight: it retries EAGAIN and EINTR,
 /// resubmits the remainder of short transfers, reports EOF as a short count, and holds the
