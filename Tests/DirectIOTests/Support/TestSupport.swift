@@ -255,7 +255,7 @@ struct MountedFilesystem {
 
     /// Unmounts (retrying while something still holds a file there, e.g. a ring that has not
     /// yet dropped a registered descriptor), then detaches the device. A mount still busy after
-    /// a second is detached lazily, so no run leaves one behind: two did on 2026-12-04, after
+    /// a second is unmounted lazily, so no run leaves one behind: two did on 2026-12-04, after
     /// `umount` failed and `losetup -d` only marked their devices to clear on unmount.
     func unmount() {
         var unmounted = false
