@@ -171,10 +171,18 @@ import DIOCommands
         #expect(writeError?.systemCall == "pwrite")
         #expect(writeError?.offset == Int64(3 * 65536))
         // Unaligned at its end only: the tail block's read lies past the bad offset and
-        // succeeds; the write covering it fails.
-        let unalignedError = #expect(throws: DirectIOError.self) { _ = try file.write([UInt8](repeating: 1, count: 5000), at: 3 * 65536) }
-        #expect(unalignedError?.systemCall == "pwrite")
-        #expect(unalignedError?.errno == .ioError)
+        // succeeds; the write covering it fails. From misaligned memory the whole range is
+        // bounced and goes as one pwrite; from aligned memory the caller's full block goes
+        // beside the bounced tail, as one pwritev. (From memory at a fixed alignment: an
+        // array's address, and with it the call, would vary with the allocator.)
+        var source = try AlignedBuffer(byteCount: 8192)
+        source.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 1) }
+        for (skew, call) in [(8, "pwrite"), (0, "pwritev")] {
+            let unaligned = UnsafeRawBufferPointer(start: source.baseAddress + skew, count: 5000)
+            let unalignedError = #expect(throws: DirectIOError.self) { _ = try file.write(unaligned, at: 3 * 65536) }
+            #expect(unalignedError?.systemCall == call, "memory \(skew) bytes past alignment")
+            #expect(unalignedError?.errno == .ioError)
+        }
 
         guard var buffer = pool.take() else { Issue.record("pool empty"); return }
         buffer.copy(from: TestSupport.pattern(count: 65536, seed: 36))
